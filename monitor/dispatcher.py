@@ -1,0 +1,281 @@
+"""Delivers outbox rows through the notifiers, with retries and exponential backoff.
+
+Exactly-once where the other side allows it:
+- a ticket is created idempotently: the attempt is recorded before the call; when an earlier
+  attempt's outcome is unknown (timeout, crash), the help desk is searched for the marker first;
+- an e-mail carries a Message-ID derived from its outbox key, so in the one window where a crash
+  can resend it (after the server accepted it, before the row was marked done) the receiving
+  help desk or mail client can drop the copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import TemplateError
+
+from monitor import store as st
+from monitor.metrics import Metrics
+from notifiers.base import Channel, DeliveryError, Message, TicketBackend, TicketDraft, TicketInfo
+from notifiers.render import Renderer
+
+log = logging.getLogger(__name__)
+
+
+class _Deferred(Exception):
+    """The row cannot be delivered yet (its ticket does not exist yet); not an attempt."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    base: float = 2.0
+    cap: float = 300.0
+    defer: float = 1.0  # wait for a prerequisite, e.g. the ticket a comment goes to
+
+    def delay(self, attempts: int) -> float:
+        raw = min(self.cap, self.base * 2 ** max(0, attempts - 1))
+        return raw * random.uniform(0.8, 1.2)  # spread retries after a help desk comes back
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: st.Store,
+        backend: TicketBackend,
+        channel: Channel | None,
+        renderer: Renderer,
+        metrics: Metrics,
+        retry: RetryPolicy = RetryPolicy(),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.backend = backend
+        self.channel = channel
+        self.renderer = renderer
+        self.metrics = metrics
+        self.retry = retry
+        self.clock = clock
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._drain_until = 0.0
+        self._thread: threading.Thread | None = None
+
+    # --- thread control ------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="dispatcher", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, drain_seconds: float = 5.0) -> None:
+        """Deliver what is due for up to `drain_seconds`, then stop."""
+        self._drain_until = self.clock() + drain_seconds
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(drain_seconds + 30)
+
+    def _loop(self) -> None:
+        while True:
+            delivered = self._run_safely()
+            if self._stop.is_set() and (delivered == 0 or self.clock() >= self._drain_until):
+                return
+            if delivered == 0:
+                self._wake.wait(timeout=1.0)
+                self._wake.clear()
+
+    def _run_safely(self) -> int:
+        try:
+            return self.run_once()
+        except Exception:  # the dispatcher must outlive any single bad row or DB hiccup
+            log.exception("dispatcher pass failed")
+            return 0
+
+    # --- one pass ------------------------------------------------------------------------
+
+    def run_once(self) -> int:
+        """Try every due row once; return how many were delivered."""
+        delivered = 0
+        for row in self.store.due_outbox(self.clock()):
+            delivered += self._attempt(row)
+        return delivered
+
+    def _attempt(self, row: st.OutboxRow) -> int:
+        try:
+            self._deliver(row)
+        except _Deferred:
+            self._reschedule(row, self.retry.defer, None, count=False)
+            return 0
+        except DeliveryError as exc:
+            self._failed(row, str(exc), permanent=exc.permanent)
+            return 0
+        except TemplateError as exc:  # a broken template will not mend itself by retrying
+            self._failed(row, f"template error: {exc}", permanent=True)
+            return 0
+        except Exception as exc:
+            log.debug("delivery of %s raised", row.key, exc_info=True)
+            self._failed(row, f"{type(exc).__name__}: {exc}", permanent=False)
+            return 0
+        self.metrics.deliveries.labels(op=row.op, result="ok").inc()
+        return 1
+
+    def _deliver(self, row: st.OutboxRow) -> None:
+        handler = {
+            "ticket.create": self._create_ticket,
+            "ticket.comment": self._update_ticket,
+            "ticket.resolve": self._update_ticket,
+            "ticket.reopen": self._update_ticket,
+            "email.send": self._send_mail,
+        }.get(row.op)
+        if handler is None:
+            raise DeliveryError(f"unknown outbox operation {row.op!r}", permanent=True)
+        handler(row)
+
+    # --- tickets -------------------------------------------------------------------------
+
+    def _create_ticket(self, row: st.OutboxRow) -> None:
+        assert row.incident_id is not None
+        if self.store.ticket_for(row.incident_id) is not None:
+            self._done(row, None)
+            return
+        context = row.payload["context"]
+        marker = context["incident"]["marker"]
+        found = self.backend.find_by_marker(marker) if row.attempts > 0 else None
+        if found is None:
+            draft = self._draft(context, row.payload["template"])
+            self._record_attempt(row)
+            found = self.backend.create(draft)
+            log.info("ticket %s created for incident %s", found.number, row.incident_id)
+        else:
+            log.info("ticket %s found by its marker after an unknown outcome", found.number)
+        self._done(row, found)
+
+    def _draft(self, context: dict[str, Any], template: str) -> TicketDraft:
+        incident = context["incident"]
+        category = incident.get("category") or ""
+        return TicketDraft(
+            marker=incident["marker"],
+            subject=self.renderer.render_text("ticket_subject.txt.j2", context),
+            body=self.renderer.render_text(f"{template}.txt.j2", context),
+            priority=incident["priority"],
+            category=category,
+            tags=tuple(t for t in ("forewarn", category, context.get("service") or "") if t),
+        )
+
+    def _update_ticket(self, row: st.OutboxRow) -> None:
+        ticket = self._ticket_or_defer(row)
+        if ticket is None:
+            raise DeliveryError("the incident has no ticket to update", permanent=True)
+        context = dict(row.payload["context"], ticket=_ticket_context(ticket))
+        text = self.renderer.render_text(f"{row.payload['template']}.txt.j2", context)
+        self._record_attempt(row)
+        action = {
+            "ticket.comment": self.backend.comment,
+            "ticket.resolve": self.backend.resolve,
+            "ticket.reopen": self.backend.reopen,
+        }[row.op]
+        action(ticket.external_id, text)
+        self._done(row, None)
+
+    def _ticket_or_defer(self, row: st.OutboxRow) -> st.TicketRef | None:
+        """The incident's ticket; defer while its creation is still pending in the outbox."""
+        if row.incident_id is None:
+            return None
+        ticket = self.store.ticket_for(row.incident_id)
+        if ticket is not None:
+            return ticket
+        create = self.store.pending_create(row.incident_id)
+        if create is not None and create["status"] == "pending":
+            raise _Deferred()
+        return None
+
+    # --- e-mail --------------------------------------------------------------------------
+
+    def _send_mail(self, row: st.OutboxRow) -> None:
+        if self.channel is None:
+            raise DeliveryError("no [smtp] section is configured", permanent=True)
+        ticket = self._ticket_or_defer(row)  # so the mail can name the ticket number
+        context = dict(row.payload["context"])
+        context["ticket"] = _ticket_context(ticket) if ticket else None
+        subject, text, html = self.renderer.render_message(row.payload["template"], context)
+        message = Message(
+            to=tuple(row.payload["to"]),
+            subject=subject,
+            text=text,
+            html=html,
+            message_id=_message_id(row.key, context.get("host") or "localhost"),
+            headers={"X-Forewarn-Marker": context["incident"]["marker"]},
+        )
+        self._record_attempt(row)
+        self.channel.send(message)
+        self._done(row, None)
+
+    # --- bookkeeping ---------------------------------------------------------------------
+
+    def _record_attempt(self, row: st.OutboxRow) -> None:
+        """Commit the intent before the call, so a crash leaves an 'outcome unknown' trace."""
+        with self.store.transaction() as conn:
+            conn.execute("UPDATE outbox SET attempts = attempts + 1 WHERE id = ?", (row.id,))
+
+    def _done(self, row: st.OutboxRow, created: TicketInfo | None) -> None:
+        now = self.clock()
+        with self.store.transaction() as conn:
+            if created is not None and row.incident_id is not None:
+                conn.execute(
+                    "INSERT OR IGNORE INTO ticket VALUES (?,?,?,?,?,?,?)",
+                    (row.incident_id, self._backend_kind(), created.external_id, created.number,
+                     created.url, row.payload["context"]["incident"]["marker"], now),
+                )
+            conn.execute(
+                "UPDATE outbox SET status = 'done', done_at = ?, last_error = NULL WHERE id = ?",
+                (now, row.id),
+            )
+            st.add_event(conn, row.incident_id, now, "delivered", op=row.op, key=row.key,
+                         template=row.payload.get("template"))
+
+    def _failed(self, row: st.OutboxRow, error: str, *, permanent: bool) -> None:
+        result = "dead" if permanent else "retry"
+        self.metrics.deliveries.labels(op=row.op, result=result).inc()
+        if permanent:
+            log.error("giving up on %s: %s", row.key, error)
+            with self.store.transaction() as conn:
+                conn.execute(
+                    "UPDATE outbox SET status = 'dead', last_error = ? WHERE id = ?",
+                    (error, row.id),
+                )
+                st.add_event(conn, row.incident_id, self.clock(), "delivery_failed",
+                             op=row.op, key=row.key, error=error)
+            return
+        attempts = row.attempts + 1
+        delay = self.retry.delay(attempts)
+        log.warning("%s failed (attempt %d), retrying in %.0fs: %s", row.key, attempts, delay, error)
+        self._reschedule(row, delay, error, count=True)
+
+    def _reschedule(self, row: st.OutboxRow, delay: float, error: str | None, *, count: bool) -> None:
+        with self.store.transaction() as conn:
+            conn.execute(
+                "UPDATE outbox SET next_attempt_at = ?, last_error = COALESCE(?, last_error),"
+                " attempts = attempts + ? WHERE id = ?",
+                (self.clock() + delay, error, 1 if count else 0, row.id),
+            )
+
+    def _backend_kind(self) -> str:
+        return str(getattr(self.backend, "kind", "unknown"))
+
+
+def _ticket_context(ticket: st.TicketRef) -> dict[str, Any]:
+    return {"number": ticket.number, "url": ticket.url, "backend": ticket.backend}
+
+
+def _message_id(key: str, host: str) -> str:
+    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+    return f"<{digest}@{host}.forewarn>"

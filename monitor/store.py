@@ -1,0 +1,306 @@
+"""The daemon's state: one SQLite file (WAL) holding alerts, incidents, tickets, the outbox and
+the append-only event log.
+
+A state change and the outbox rows it causes are written in one transaction, so a crash at any
+point leaves either both or neither. The outbox's unique idempotency key makes writing the same
+side effect twice a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rules.model import AlertState, IncidentView, Phase, Severity
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS alert (
+    fingerprint TEXT PRIMARY KEY,
+    rule TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    severity INTEGER NOT NULL,
+    changed_at REAL NOT NULL,
+    active_since REAL,
+    value REAL,
+    error TEXT,
+    evaluated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS incident (
+    id INTEGER PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('open', 'resolved')),
+    episode INTEGER NOT NULL DEFAULT 1,
+    severity INTEGER NOT NULL,
+    priority TEXT NOT NULL,
+    category TEXT NOT NULL DEFAULT '',
+    service TEXT NOT NULL DEFAULT '',
+    summary TEXT NOT NULL DEFAULT '',
+    first_opened_at REAL NOT NULL,
+    opened_at REAL NOT NULL,
+    resolved_at REAL,
+    acknowledged_at REAL,
+    acknowledged_by TEXT,
+    parent_id INTEGER REFERENCES incident(id)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS incident_one_open
+    ON incident(fingerprint) WHERE status = 'open';
+CREATE INDEX IF NOT EXISTS incident_by_fingerprint ON incident(fingerprint, id);
+CREATE TABLE IF NOT EXISTS ticket (
+    incident_id INTEGER PRIMARY KEY REFERENCES incident(id),
+    backend TEXT NOT NULL,
+    external_id TEXT NOT NULL,
+    number TEXT NOT NULL,
+    url TEXT,
+    marker TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    incident_id INTEGER REFERENCES incident(id),
+    op TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'done', 'dead')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    last_error TEXT,
+    created_at REAL NOT NULL,
+    done_at REAL
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox(status, next_attempt_at);
+CREATE TABLE IF NOT EXISTS event (
+    id INTEGER PRIMARY KEY,
+    incident_id INTEGER REFERENCES incident(id),
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS event_by_incident ON event(incident_id, id);
+"""
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    key: str
+    incident_id: int | None
+    op: str
+    payload: dict[str, Any]
+    attempts: int
+    created_at: float
+
+
+@dataclass(frozen=True)
+class TicketRef:
+    incident_id: int
+    backend: str
+    external_id: str
+    number: str
+    url: str | None
+    marker: str
+
+
+def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """A connection tuned for a small, durable, concurrently read state file."""
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    else:
+        conn = sqlite3.connect(str(path), timeout=10, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: a committed outbox row survives a power cut, not only a kill -9.
+        conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=10000")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+class Store:
+    """All reads and writes of the daemon's own tables. Thread-safe: one connection, one lock."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = connect(self.path)
+        self._lock = threading.RLock()
+        self._conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return list(self._conn.execute(sql, params))
+
+    # --- alerts -------------------------------------------------------------------------
+
+    def load_alerts(self) -> dict[str, AlertState]:
+        return {row["fingerprint"]: _alert_from_row(row) for row in self.query("SELECT * FROM alert")}
+
+    # --- incidents ----------------------------------------------------------------------
+
+    def open_incident(self, fingerprint: str) -> IncidentView | None:
+        rows = self.query(
+            "SELECT * FROM incident WHERE fingerprint = ? AND status = 'open'", (fingerprint,)
+        )
+        return _incident_view(rows[0]) if rows else None
+
+    def last_incident(self, fingerprint: str) -> IncidentView | None:
+        rows = self.query(
+            "SELECT * FROM incident WHERE fingerprint = ? ORDER BY id DESC LIMIT 1", (fingerprint,)
+        )
+        return _incident_view(rows[0]) if rows else None
+
+    def incident(self, incident_id: int) -> sqlite3.Row | None:
+        rows = self.query("SELECT * FROM incident WHERE id = ?", (incident_id,))
+        return rows[0] if rows else None
+
+    # --- tickets ------------------------------------------------------------------------
+
+    def ticket_for(self, incident_id: int) -> TicketRef | None:
+        rows = self.query("SELECT * FROM ticket WHERE incident_id = ?", (incident_id,))
+        if not rows:
+            return None
+        r = rows[0]
+        return TicketRef(
+            r["incident_id"], r["backend"], r["external_id"], r["number"], r["url"], r["marker"]
+        )
+
+    # --- outbox -------------------------------------------------------------------------
+
+    def due_outbox(self, now: float, limit: int = 50) -> list[OutboxRow]:
+        rows = self.query(
+            "SELECT * FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?"
+            " ORDER BY id LIMIT ?",
+            (now, limit),
+        )
+        return [_outbox_from_row(r) for r in rows]
+
+    def pending_create(self, incident_id: int) -> sqlite3.Row | None:
+        """The incident's ticket.create row, when it has not been delivered yet."""
+        rows = self.query(
+            "SELECT * FROM outbox WHERE incident_id = ? AND op = 'ticket.create'"
+            " AND status != 'done'",
+            (incident_id,),
+        )
+        return rows[0] if rows else None
+
+    def outbox_stats(self, now: float) -> tuple[int, float, int]:
+        """(pending rows, age in seconds of the oldest pending row, dead rows)."""
+        row = self.query(
+            "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox WHERE status = 'pending'"
+        )[0]
+        dead = self.query("SELECT COUNT(*) AS n FROM outbox WHERE status = 'dead'")[0]["n"]
+        oldest = now - row["oldest"] if row["oldest"] is not None else 0.0
+        return int(row["n"]), float(oldest), int(dead)
+
+
+# --- writes inside a transaction (take the connection the transaction yielded) --------------
+
+
+def save_alert(conn: sqlite3.Connection, state: AlertState) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO alert VALUES (?,?,?,?,?,?,?,?,?,?)",
+        (
+            state.fingerprint,
+            state.rule,
+            json.dumps(state.labels, sort_keys=True),
+            state.phase.value,
+            int(state.severity),
+            state.changed_at,
+            state.active_since,
+            state.value,
+            state.error,
+            state.evaluated_at,
+        ),
+    )
+
+
+def delete_alert(conn: sqlite3.Connection, fingerprint: str) -> None:
+    conn.execute("DELETE FROM alert WHERE fingerprint = ?", (fingerprint,))
+
+
+def add_event(
+    conn: sqlite3.Connection, incident_id: int | None, at: float, kind: str, **detail: Any
+) -> int:
+    cur = conn.execute(
+        "INSERT INTO event (incident_id, at, kind, detail) VALUES (?,?,?,?)",
+        (incident_id, at, kind, json.dumps(detail, sort_keys=True)),
+    )
+    return int(cur.lastrowid or 0)
+
+
+def enqueue(
+    conn: sqlite3.Connection,
+    key: str,
+    op: str,
+    payload: dict[str, Any],
+    now: float,
+    incident_id: int | None = None,
+) -> None:
+    """Add a side effect to the outbox; the same key twice is the same side effect."""
+    conn.execute(
+        "INSERT OR IGNORE INTO outbox (key, incident_id, op, payload, next_attempt_at, created_at)"
+        " VALUES (?,?,?,?,?,?)",
+        (key, incident_id, op, json.dumps(payload, sort_keys=True), now, now),
+    )
+
+
+def _alert_from_row(row: sqlite3.Row) -> AlertState:
+    return AlertState(
+        fingerprint=row["fingerprint"],
+        rule=row["rule"],
+        labels=json.loads(row["labels"]),
+        phase=Phase(row["phase"]),
+        severity=Severity(row["severity"]),
+        changed_at=row["changed_at"],
+        active_since=row["active_since"],
+        value=row["value"] if row["value"] is not None else float("nan"),
+        error=row["error"],
+        evaluated_at=row["evaluated_at"],
+    )
+
+
+def _incident_view(row: sqlite3.Row) -> IncidentView:
+    return IncidentView(
+        id=row["id"],
+        fingerprint=row["fingerprint"],
+        episode=row["episode"],
+        status=row["status"],
+        severity=Severity(row["severity"]),
+        opened_at=row["opened_at"],
+        resolved_at=row["resolved_at"],
+    )
+
+
+def _outbox_from_row(row: sqlite3.Row) -> OutboxRow:
+    return OutboxRow(
+        id=row["id"],
+        key=row["key"],
+        incident_id=row["incident_id"],
+        op=row["op"],
+        payload=json.loads(row["payload"]),
+        attempts=row["attempts"],
+        created_at=row["created_at"],
+    )

@@ -1,0 +1,25 @@
+"""Stable identity of an alert: one rule on one label set.
+
+The fingerprint names the alert row, the incident and the marker written into the ticket, so
+it must never change for the same rule and labels, across restarts and Python versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+
+FINGERPRINT_LENGTH = 16
+
+
+def fingerprint(rule: str, labels: Mapping[str, str]) -> str:
+    """sha256 of the rule name and the sorted labels, hex, first 16 characters."""
+    # JSON of a list keeps the encoding unambiguous: no separator a label could forge.
+    encoded = json.dumps([rule, sorted(labels.items())], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(encoded.encode("utf-8")).hexdigest()[:FINGERPRINT_LENGTH]
+
+
+def marker(fp: str) -> str:
+    """The text written into a ticket so forewarn can always find it again."""
+    return f"[forewarn:{fp}]"
