@@ -175,8 +175,10 @@ class Dispatcher:
         ticket = self._ticket_or_defer(row)
         if ticket is None:
             raise DeliveryError("the incident has no ticket to update", permanent=True)
-        context = dict(row.payload["context"], ticket=_ticket_context(ticket))
-        text = self.renderer.render_text(f"{row.payload['template']}.txt.j2", context)
+        text = row.payload.get("text") or self.renderer.render_text(
+            f"{row.payload['template']}.txt.j2",
+            dict(row.payload["context"], ticket=_ticket_context(ticket)),
+        )
         self._record_attempt(row)
         action = {
             "ticket.comment": self.backend.comment,
@@ -232,15 +234,37 @@ class Dispatcher:
             if created is not None and row.incident_id is not None:
                 conn.execute(
                     "INSERT OR IGNORE INTO ticket VALUES (?,?,?,?,?,?,?)",
-                    (row.incident_id, self._backend_kind(), created.external_id, created.number,
-                     created.url, row.payload["context"]["incident"]["marker"], now),
+                    (
+                        row.incident_id,
+                        self._backend_kind(),
+                        created.external_id,
+                        created.number,
+                        created.url,
+                        row.payload["context"]["incident"]["marker"],
+                        now,
+                    ),
+                )
+                st.add_event(
+                    conn,
+                    row.incident_id,
+                    now,
+                    "ticket_created",
+                    ticket=created.number,
+                    backend=self._backend_kind(),
                 )
             conn.execute(
                 "UPDATE outbox SET status = 'done', done_at = ?, last_error = NULL WHERE id = ?",
                 (now, row.id),
             )
-            st.add_event(conn, row.incident_id, now, "delivered", op=row.op, key=row.key,
-                         template=row.payload.get("template"))
+            st.add_event(
+                conn,
+                row.incident_id,
+                now,
+                "delivered",
+                op=row.op,
+                key=row.key,
+                template=row.payload.get("template"),
+            )
 
     def _failed(self, row: st.OutboxRow, error: str, *, permanent: bool) -> None:
         result = "dead" if permanent else "retry"
@@ -252,15 +276,26 @@ class Dispatcher:
                     "UPDATE outbox SET status = 'dead', last_error = ? WHERE id = ?",
                     (error, row.id),
                 )
-                st.add_event(conn, row.incident_id, self.clock(), "delivery_failed",
-                             op=row.op, key=row.key, error=error)
+                st.add_event(
+                    conn,
+                    row.incident_id,
+                    self.clock(),
+                    "delivery_failed",
+                    op=row.op,
+                    key=row.key,
+                    error=error,
+                )
             return
         attempts = row.attempts + 1
         delay = self.retry.delay(attempts)
-        log.warning("%s failed (attempt %d), retrying in %.0fs: %s", row.key, attempts, delay, error)
+        log.warning(
+            "%s failed (attempt %d), retrying in %.0fs: %s", row.key, attempts, delay, error
+        )
         self._reschedule(row, delay, error, count=True)
 
-    def _reschedule(self, row: st.OutboxRow, delay: float, error: str | None, *, count: bool) -> None:
+    def _reschedule(
+        self, row: st.OutboxRow, delay: float, error: str | None, *, count: bool
+    ) -> None:
         with self.store.transaction() as conn:
             conn.execute(
                 "UPDATE outbox SET next_attempt_at = ?, last_error = COALESCE(?, last_error),"

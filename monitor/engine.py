@@ -158,9 +158,7 @@ class Engine:
 
     # --- one method per decision --------------------------------------------------------
 
-    def _open(
-        self, conn: sqlite3.Connection, rule: Rule, tr: Transition, d: OpenIncident
-    ) -> None:
+    def _open(self, conn: sqlite3.Connection, rule: Rule, tr: Transition, d: OpenIncident) -> None:
         alert = tr.alert
         cur = conn.execute(
             "INSERT INTO incident (fingerprint, rule, labels, status, episode, severity, priority,"
@@ -180,7 +178,9 @@ class Engine:
             ),
         )
         incident_id = int(cur.lastrowid or 0)
-        st.add_event(conn, incident_id, d.at, "opened", severity=d.severity.label, value=alert.value)
+        st.add_event(
+            conn, incident_id, d.at, "opened", severity=d.severity.label, value=alert.value
+        )
         context = self._context(conn, incident_id, rule, tr, snapshot=True)
         self._enqueue_ticket(conn, incident_id, 1, "ticket.create", "ticket_body", context, d.at)
         self._enqueue_mails(conn, incident_id, 1, rule, "opened", context, d.at)
@@ -225,8 +225,15 @@ class Engine:
             d.at,
             d.incident_id,
         )
-        self._enqueue_mail(conn, f"{key}:helpdesk_updated", "helpdesk_updated",
-                           self.settings.helpdesk_emails, context, d.at, d.incident_id)
+        self._enqueue_mail(
+            conn,
+            f"{key}:helpdesk_updated",
+            "helpdesk_updated",
+            self.settings.helpdesk_emails,
+            context,
+            d.at,
+            d.incident_id,
+        )
 
     def _resolve(
         self, conn: sqlite3.Connection, rule: Rule, tr: Transition, d: ResolveIncident
@@ -273,12 +280,20 @@ class Engine:
         """The help-desk e-mail of this stage, and the users' notice where the rule asks for it."""
         base = f"incident:{incident_id}:episode:{episode}"
         helpdesk = f"helpdesk_{stage}"
-        self._enqueue_mail(conn, f"{base}:{helpdesk}", helpdesk, self.settings.helpdesk_emails,
-                           context, now, incident_id)
+        self._enqueue_mail(
+            conn,
+            f"{base}:{helpdesk}",
+            helpdesk,
+            self.settings.helpdesk_emails,
+            context,
+            now,
+            incident_id,
+        )
         if rule.notify_users:
             user = "user_resolved" if stage == "resolved" else "user_outage"
-            self._enqueue_mail(conn, f"{base}:{user}", user, self.settings.user_emails,
-                               context, now, incident_id)
+            self._enqueue_mail(
+                conn, f"{base}:{user}", user, self.settings.user_emails, context, now, incident_id
+            )
 
     def _enqueue_mail(
         self,

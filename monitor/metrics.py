@@ -78,11 +78,16 @@ class Metrics:
         self.registry.register(self.samples)
         r = self.registry
         self.probe_duration = Histogram(
-            "forewarn_probe_duration_seconds", "Time a probe run took.", ["probe", "kind"],
-            registry=r, buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            "forewarn_probe_duration_seconds",
+            "Time a probe run took.",
+            ["probe", "kind"],
+            registry=r,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
         self.probe_errors = Counter(
-            "forewarn_probe_errors", "Probe runs that raised or timed out.", ["probe", "kind"],
+            "forewarn_probe_errors",
+            "Probe runs that raised or timed out.",
+            ["probe", "kind"],
             registry=r,
         )
         self.rule_errors = Counter(
@@ -93,8 +98,10 @@ class Metrics:
             "forewarn_tickets", "Incident ticket actions decided.", ["action"], registry=r
         )
         self.deliveries = Counter(
-            "forewarn_deliveries", "Outbox deliveries by operation and result.",
-            ["op", "result"], registry=r,
+            "forewarn_deliveries",
+            "Outbox deliveries by operation and result.",
+            ["op", "result"],
+            registry=r,
         )
         self.up = Gauge("forewarn_up", "1 while the daemon runs.", registry=r)
         self.up.set(1)
@@ -108,11 +115,13 @@ class Metrics:
         ).set_function(open_incidents)
         depth = Gauge("forewarn_outbox_depth", "Undelivered outbox rows.", registry=self.registry)
         age = Gauge(
-            "forewarn_outbox_oldest_age_seconds", "Age of the oldest undelivered outbox row.",
+            "forewarn_outbox_oldest_age_seconds",
+            "Age of the oldest undelivered outbox row.",
             registry=self.registry,
         )
         dead = Gauge(
-            "forewarn_outbox_dead", "Outbox rows given up after a permanent error.",
+            "forewarn_outbox_dead",
+            "Outbox rows given up after a permanent error.",
             registry=self.registry,
         )
         depth.set_function(lambda: outbox(time.time())[0])
@@ -134,6 +143,7 @@ def serve(metrics: Metrics, listen: str) -> Any:
     if not listen:
         return None
     host, _, port = listen.rpartition(":")
-    server, _thread = start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1",
-                                        registry=metrics.registry)
+    server, _thread = start_http_server(
+        int(port), addr=host.strip("[]") or "127.0.0.1", registry=metrics.registry
+    )
     return server

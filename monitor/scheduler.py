@@ -40,7 +40,10 @@ class ProbeRunner:
     """One probe's runs: collect with a timeout, label the samples, hand them to the sink."""
 
     def __init__(
-        self, job: ScheduledProbe, sink: Sink, metrics: Metrics,
+        self,
+        job: ScheduledProbe,
+        sink: Sink,
+        metrics: Metrics,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.job = job

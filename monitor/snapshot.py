@@ -42,7 +42,7 @@ def _top_processes(top: int) -> list[dict[str, Any]]:
 
 
 def _filesystems(top: int) -> list[dict[str, Any]]:
-    rows = []
+    rows: list[dict[str, Any]] = []
     for part in psutil.disk_partitions(all=False):
         try:
             usage = psutil.disk_usage(part.mountpoint)

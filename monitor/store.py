@@ -156,7 +156,9 @@ class Store:
     # --- alerts -------------------------------------------------------------------------
 
     def load_alerts(self) -> dict[str, AlertState]:
-        return {row["fingerprint"]: _alert_from_row(row) for row in self.query("SELECT * FROM alert")}
+        return {
+            row["fingerprint"]: _alert_from_row(row) for row in self.query("SELECT * FROM alert")
+        }
 
     # --- incidents ----------------------------------------------------------------------
 
@@ -304,3 +306,26 @@ def _outbox_from_row(row: sqlite3.Row) -> OutboxRow:
         attempts=row["attempts"],
         created_at=row["created_at"],
     )
+
+
+def acknowledge(store: Store, incident_id: int, who: str, comment: str, now: float) -> bool:
+    """A human owns the incident: record it, and say so on the ticket. False if not open."""
+    with store.transaction() as conn:
+        changed = conn.execute(
+            "UPDATE incident SET acknowledged_at = ?, acknowledged_by = ?"
+            " WHERE id = ? AND status = 'open' AND acknowledged_at IS NULL",
+            (now, who, incident_id),
+        ).rowcount
+        if not changed:
+            return False
+        event_id = add_event(conn, incident_id, now, "acknowledged", by=who, comment=comment)
+        text = f"Acknowledged by {who}." + (f"\n\n{comment}" if comment else "")
+        enqueue(
+            conn,
+            f"incident:{incident_id}:event:{event_id}:ticket.comment",
+            "ticket.comment",
+            {"text": text},
+            now,
+            incident_id,
+        )
+    return True

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 import jinja2
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +92,9 @@ class Renderer:
         return True
 
 
-def _environment(override_dir: str | None) -> SandboxedEnvironment:
+def _environment(override_dir: str | None) -> ImmutableSandboxedEnvironment:
     search_path = [override_dir, str(TEMPLATE_DIR)] if override_dir else [str(TEMPLATE_DIR)]
-    env = SandboxedEnvironment(
+    env = ImmutableSandboxedEnvironment(
         loader=jinja2.FileSystemLoader(search_path),
         autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default=False),
         undefined=jinja2.ChainableUndefined,

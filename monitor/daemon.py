@@ -1,0 +1,204 @@
+"""The daemon: wires probes, rules, state and notifiers together and runs until told to stop.
+
+Signal handlers only set flags; the main loop acts on them (SIGTERM/SIGINT: ordered shutdown,
+SIGHUP: validated reload that keeps the old config on errors).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from monitor.config import Config, ConfigError, load_config
+from monitor.dispatcher import Dispatcher
+from monitor.engine import Engine, EngineSettings
+from monitor.metrics import Metrics, serve
+from monitor.scheduler import ProbeScheduler, ScheduledProbe
+from monitor.snapshot import take_snapshot
+from monitor.store import Store
+from notifiers import TICKET_BACKENDS
+from notifiers.base import Channel, TicketBackend
+from notifiers.email import SmtpChannel, SmtpSettings
+from notifiers.render import Renderer
+from probes import REGISTRY
+from probes.base import Sample
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "forewarn.db"
+
+
+def state_path(config: Config) -> Path:
+    return Path(config.daemon.state_dir) / STATE_FILE
+
+
+def build_backend(config: Config) -> TicketBackend:
+    backend: TicketBackend = TICKET_BACKENDS[config.helpdesk.kind](str(state_path(config)))
+    return backend
+
+
+def build_channel(config: Config) -> Channel | None:
+    if config.smtp is None:
+        return None
+    s = config.smtp
+    return SmtpChannel(
+        SmtpSettings(
+            host=s.host,
+            port=s.port,
+            security=s.security,
+            username=s.username,
+            password=s.password,
+            sender=s.sender,
+            timeout=s.timeout,
+            verify_tls=s.verify_tls,
+        )
+    )
+
+
+def build_jobs(config: Config) -> list[ScheduledProbe]:
+    return [
+        ScheduledProbe(REGISTRY[p.kind](p.name, p.options), p.interval, p.timeout, p.jitter)
+        for p in config.probes
+    ]
+
+
+def engine_settings(config: Config) -> EngineSettings:
+    return EngineSettings(
+        hostname=config.daemon.hostname,
+        reopen_within=config.daemon.reopen_within,
+        backend=config.helpdesk.kind,
+        helpdesk_contact=config.helpdesk.contact,
+        helpdesk_emails=tuple(config.notify.helpdesk),
+        user_emails=tuple(config.notify.users),
+        email_enabled=config.smtp is not None,
+    )
+
+
+@dataclass
+class _Flags:
+    stop: threading.Event
+    reload: threading.Event
+
+
+class Daemon:
+    def __init__(self, config: Config, config_path: str | None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.flags = _Flags(threading.Event(), threading.Event())
+        self.samples: queue.Queue[tuple[str, list[Sample]]] = queue.Queue()
+        self.metrics = Metrics()
+        self.store = Store(state_path(config))
+        self.metrics.watch_store(self._open_incidents, self.store.outbox_stats)
+        self.engine = Engine(
+            self.store, config.rules, engine_settings(config), self.metrics, take_snapshot
+        )
+        self.dispatcher = Dispatcher(
+            self.store,
+            build_backend(config),
+            build_channel(config),
+            Renderer(config.daemon.templates_dir or None),
+            self.metrics,
+        )
+        self.scheduler = ProbeScheduler(self._receive, self.metrics)
+        self._server: Any = None
+
+    def _open_incidents(self) -> float:
+        return float(self.store.query("SELECT COUNT(*) FROM incident WHERE status='open'")[0][0])
+
+    def _receive(self, probe: str, samples: list[Sample]) -> None:
+        """Called from scheduler threads: hand over to the main loop."""
+        self.metrics.samples.update(probe, samples)
+        self.samples.put((probe, samples))
+
+    # --- life cycle ----------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        def stop(signum: int, _frame: FrameType | None) -> None:
+            self.flags.stop.set()
+
+        def reload(signum: int, _frame: FrameType | None) -> None:
+            self.flags.reload.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, reload)
+
+    def run(self) -> int:
+        self._server = serve(self.metrics, self.config.daemon.listen)
+        self.dispatcher.start()
+        self.scheduler.start(build_jobs(self.config))
+        log.info(
+            "forewarn running: %d probes, %d rules, state in %s%s",
+            len(self.config.probes),
+            len(self.config.rules),
+            state_path(self.config),
+            f", metrics on http://{self.config.daemon.listen}/metrics"
+            if self.config.daemon.listen
+            else "",
+        )
+        while not self.flags.stop.is_set():
+            self._process_pending(timeout=0.5)
+            if self.flags.reload.is_set():
+                self.flags.reload.clear()
+                self.reload()
+        self.shutdown()
+        return 0
+
+    def _process_pending(self, timeout: float) -> None:
+        batch = self._take_batch(timeout)
+        if not batch:
+            return
+        try:
+            if self.engine.process(batch, time.time()):
+                self.dispatcher.wake()
+        except Exception:  # e.g. the disk is full: these samples are lost, the next ones come
+            log.exception("could not evaluate %d samples", len(batch))
+
+    def _take_batch(self, timeout: float) -> list[Sample]:
+        try:
+            _probe, batch = self.samples.get(timeout=timeout)
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                batch = batch + self.samples.get_nowait()[1]
+            except queue.Empty:
+                return batch
+
+    def reload(self) -> None:
+        try:
+            config = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running config: %d error(s)", len(exc.errors))
+            for error in exc.errors:
+                log.error("  %s", error)
+            return
+        if config.daemon.state_dir != self.config.daemon.state_dir:
+            log.warning("daemon.state_dir changed: takes effect at the next restart")
+        self.engine.reconfigure(config.rules, engine_settings(config))
+        self.dispatcher.channel = build_channel(config)
+        self.dispatcher.renderer = Renderer(config.daemon.templates_dir or None)
+        self.scheduler.replace(build_jobs(config))
+        self.metrics.samples.forget(p.name for p in config.probes)
+        self.config = config
+        log.info(
+            "configuration reloaded: %d probes, %d rules", len(config.probes), len(config.rules)
+        )
+
+    def shutdown(self) -> None:
+        """Stop probing, evaluate what was already sampled, deliver what is due, close the DB."""
+        log.info("shutting down")
+        self.scheduler.shutdown()
+        self._process_pending(timeout=0)
+        self.dispatcher.stop(drain_seconds=5.0)
+        if self._server is not None:
+            self._server.shutdown()
+        self.store.close()
+        log.info("stopped")

@@ -1,0 +1,68 @@
+"""Durations as sysadmins write them: `30s`, `5m`, `4h`, `1d`, `1h30m`, `500ms`, or bare seconds."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+DURATION_HINT = "use 30s, 5m, 4h or 1d"
+
+# Largest unit first: the order in which a duration must be written.
+_UNIT_SECONDS = {"w": 604_800.0, "d": 86_400.0, "h": 3_600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+# `ms` before `m`, so that `500ms` is not read as 500 minutes and a stray `s`.
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|w|d|h|m|s)")
+_WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|w|d|h|m|s))+")
+_BARE_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_FORMAT_UNITS = (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1))
+
+
+def parse_duration(text: str | int | float) -> float:
+    """Return the seconds `text` stands for; raise ValueError with a hint when it is not a duration."""
+    if isinstance(text, bool) or not isinstance(text, str | int | float):
+        raise ValueError(_not_a_duration(text))
+    if not isinstance(text, str):
+        return _checked_seconds(float(text), text)
+    spec = text.strip()
+    if _BARE_NUMBER.fullmatch(spec):
+        return float(spec)
+    if not _WHOLE.fullmatch(spec):
+        raise ValueError(_not_a_duration(text))
+    parts = _PART.findall(spec)
+    if not _largest_unit_first([unit for _, unit in parts]):
+        raise ValueError(_not_a_duration(text))
+    return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest way to write `seconds` that `parse_duration` reads back (to the millisecond)."""
+    if not math.isfinite(seconds):
+        return str(seconds)
+    remaining = round(abs(seconds) * 1000)
+    if remaining == 0:
+        return "0s"
+    parts = []
+    for unit, size in _FORMAT_UNITS:
+        count, remaining = divmod(remaining, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return ("-" if seconds < 0 else "") + "".join(parts)
+
+
+def _checked_seconds(seconds: float, original: int | float) -> float:
+    # TOML allows inf and nan, and a negative wait means nothing.
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(_not_a_duration(original))
+    return seconds
+
+
+def _largest_unit_first(units: list[str]) -> bool:
+    # `1h30m` is clear, `30m1h` or `1h1h` is a typo worth reporting.
+    order = list(_UNIT_SECONDS)
+    ranks = [order.index(unit) for unit in units]
+    return all(earlier < later for earlier, later in zip(ranks, ranks[1:], strict=False))
+
+
+def _not_a_duration(value: object) -> str:
+    shown = json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
+    return f"{shown} is not a duration; {DURATION_HINT}"
