@@ -50,6 +50,7 @@ _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _METRIC = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
 _ADDRESS = re.compile(r"[^@\s]+@[^@\s]+")
 _TEMPLATES = ImmutableSandboxedEnvironment()
+_WATCHDOG_GRACE = 1.0  # seconds the scheduler waits beyond a probe's own timeout
 
 
 class ConfigError(Exception):
@@ -89,8 +90,9 @@ def _one_of(*choices: str) -> Callable[[str], None]:
 def _at_least(minimum: float) -> Callable[[float | None], None]:
     def check(value: float | None) -> None:
         if value is not None and value < minimum:
-            raise ValueError(f"{format_duration(value)} is too short; use at least "
-                             f"{format_duration(minimum)}")
+            raise ValueError(
+                f"{format_duration(value)} is too short; use at least {format_duration(minimum)}"
+            )
 
     return check
 
@@ -109,7 +111,8 @@ def _check_template(source: str) -> None:
     try:
         _TEMPLATES.parse(source)
     except TemplateSyntaxError as exc:
-        raise ValueError(f"not a valid template: {exc.message} (template line {exc.lineno})") from None
+        message = f"not a valid template: {exc.message} (template line {exc.lineno})"
+        raise ValueError(message) from None
 
 
 def _check_address(value: str) -> None:
@@ -126,8 +129,13 @@ def _split_listen(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")  # [::1]:9877
     if not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"{_show(value)} is not host:port; use e.g. 127.0.0.1:9877, or \"\" for off")
+        raise ValueError(f'{_show(value)} is not host:port; use e.g. 127.0.0.1:9877, or "" for off')
     return host, int(port)
+
+
+def _check_port(value: int) -> None:
+    if not 0 < value < 65536:
+        raise ValueError(f"{value} is not a TCP port")
 
 
 def _check_listen(value: str) -> None:
@@ -141,13 +149,24 @@ def _check_directory(value: str) -> None:
 
 
 def _check_probe_kind(kind: str) -> None:
-    if kind not in _probe_registry():
-        raise ValueError(f"unknown kind {_show(kind)}; known kinds: {_listing(_probe_registry())}")
+    _check_known("kind", kind, _probe_registry())
 
 
 def _check_backend_kind(kind: str) -> None:
-    if kind not in _ticket_backends():
-        raise ValueError(f"unknown kind {_show(kind)}; known kinds: {_listing(_ticket_backends())}")
+    _check_known("kind", kind, _ticket_backends())
+
+
+def _check_known(what: str, value: str, known: Iterable[str]) -> None:
+    if value not in known:
+        raise ValueError(
+            f"unknown {what} {_show(value)}{_did_you_mean(value, known)}; "
+            f"known {what}s: {_listing(known)}"
+        )
+
+
+def _did_you_mean(value: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(value, list(known), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _listing(names: Iterable[str]) -> str:
@@ -155,7 +174,7 @@ def _listing(names: Iterable[str]) -> str:
 
 
 def _probe_registry() -> Mapping[str, Any]:
-    return getattr(probes, "REGISTRY", {})
+    return probes.REGISTRY
 
 
 def _ticket_backends() -> Mapping[str, Any]:
@@ -184,7 +203,7 @@ class DaemonConfig:
     log_level: str = field(
         default="info", metadata={"check": _one_of("debug", "info", "warning", "error")}
     )
-    reopen_within: Duration = Duration(86_400)
+    reopen_within: Duration = field(default=Duration(86_400))
     hostname: str = field(default_factory=socket.gethostname)
     templates_dir: str = field(default="", metadata={"check": _check_directory})
 
@@ -207,7 +226,7 @@ class SmtpConfig:
     """Field for field the arguments of `notifiers.email.SmtpSettings`."""
 
     host: str = "localhost"
-    port: int = 25  # 465 when security is "ssl" and no port is given
+    port: int = field(default=25, metadata={"check": _check_port})  # 465 for ssl by default
     security: str = field(default="none", metadata={"check": _one_of("none", "starttls", "ssl")})
     username: str | None = None
     password: str | None = field(default=None, repr=False, metadata={"secret": True})
@@ -265,7 +284,7 @@ class _RuleKeys:
     severity: Severity = Severity.WARNING
     probe: str | None = None
     summary: str = field(default="", metadata={"check": _check_template})
-    description: str = field(default="", metadata={"check": _check_template})
+    description: str = ""  # plain text: shown as written, not rendered
     runbook: str = ""
     service: str = ""
     category: str = ""
@@ -330,8 +349,11 @@ class _Locator:
     def _span(self, table: _Table) -> tuple[int, int] | None:
         if not table.header:
             return -1, self._next_header(-1)
-        matches = [n for n, name, is_array in self._headers
-                   if name == table.header and is_array == (table.index > 0)]
+        matches = [
+            n
+            for n, name, is_array in self._headers
+            if name == table.header and is_array == (table.index > 0)
+        ]
         position = max(table.index, 1) - 1
         if position >= len(matches):
             return None
@@ -385,8 +407,13 @@ def build_options(cls: type[T], table: Mapping[str, Any], path: str, errors: lis
     return _build(cls, table, _Table(path), _Context(errors))
 
 
-def _build(cls: type[T], table: Mapping[str, Any], where: _Table, ctx: _Context,
-           also_known: Iterable[str] = ()) -> T | None:
+def _build(
+    cls: type[T],
+    table: Mapping[str, Any],
+    where: _Table,
+    ctx: _Context,
+    also_known: Iterable[str] = (),
+) -> T | None:
     fields = _config_fields(cls)
     hints = typing.get_type_hints(cls)
     before = len(ctx.errors)
@@ -407,26 +434,31 @@ def _build(cls: type[T], table: Mapping[str, Any], where: _Table, ctx: _Context,
 
 
 def _config_fields(cls: type) -> dict[str, dataclasses.Field[Any]]:
-    return {spec.metadata.get("key", spec.name): spec for spec in dataclasses.fields(cls)
-            if spec.init and spec.metadata.get("config", True)}
+    return {
+        spec.metadata.get("key", spec.name): spec
+        for spec in dataclasses.fields(cls)
+        if spec.init and spec.metadata.get("config", True)
+    }
 
 
 def _is_required(spec: dataclasses.Field[Any]) -> bool:
     return spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING
 
 
-def _report_unknown(table: Mapping[str, Any], known: Iterable[str], where: _Table,
-                    ctx: _Context) -> None:
+def _report_unknown(
+    table: Mapping[str, Any], known: Iterable[str], where: _Table, ctx: _Context
+) -> None:
     names = sorted(set(known))
     for key in table:
         if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f"; did you mean {close[0]}?" if close else ""
-            ctx.add(where, key, f"unknown key{hint} (known keys: {_listing(names)})")
+            ctx.add(
+                where, key, f"unknown key{_did_you_mean(key, names)}; known keys: {_listing(names)}"
+            )
 
 
-def _convert(value: Any, hint: Any, spec: dataclasses.Field[Any], where: _Table, key: str,
-             ctx: _Context) -> Any:
+def _convert(
+    value: Any, hint: Any, spec: dataclasses.Field[Any], where: _Table, key: str, ctx: _Context
+) -> Any:
     """The value coerced and checked, or None after reporting why it is not valid."""
     try:
         if spec.metadata.get("secret"):
@@ -533,8 +565,12 @@ def _as_condition(value: Any) -> Condition:
 
 
 _SCALARS: dict[Any, Callable[[Any], Any]] = {
-    str: _as_str, bool: _as_bool, int: _as_int, float: _as_float,
-    Duration: _as_duration, Condition: _as_condition,
+    str: _as_str,
+    bool: _as_bool,
+    int: _as_int,
+    float: _as_float,
+    Duration: _as_duration,
+    Condition: _as_condition,
 }
 
 
@@ -599,8 +635,11 @@ def _parse_daemon(table: Mapping[str, Any], ctx: _Context) -> DaemonConfig | Non
     if daemon is None:
         return None
     # "" means "the default": both depend on where the daemon runs.
-    return dataclasses.replace(daemon, state_dir=daemon.state_dir or default_state_dir(),
-                               hostname=daemon.hostname or socket.gethostname())
+    return dataclasses.replace(
+        daemon,
+        state_dir=daemon.state_dir or default_state_dir(),
+        hostname=daemon.hostname or socket.gethostname(),
+    )
 
 
 def _parse_helpdesk(table: Mapping[str, Any], ctx: _Context) -> HelpdeskConfig | None:
@@ -623,8 +662,6 @@ def _parse_smtp(table: Mapping[str, Any], ctx: _Context) -> SmtpConfig | None:
         return None
     if smtp.security == "ssl" and "port" not in table:
         smtp = dataclasses.replace(smtp, port=465)
-    if not 0 < smtp.port < 65536:
-        ctx.add(where, "port", f"{smtp.port} is not a TCP port")
     if bool(smtp.username) != bool(smtp.password):
         missing = "password" if smtp.username else "username"
         ctx.add(where, missing, "username and password go together; give both or neither")
@@ -641,8 +678,9 @@ def _without(table: Mapping[str, Any], keys: set[str], options_cls: Any) -> dict
     return {key: value for key, value in table.items() if key not in keys or key in own}
 
 
-def _kind_options(table: Mapping[str, Any], common: set[str], kind_cls: Any, where: _Table,
-                  ctx: _Context) -> tuple[bool, Any]:
+def _kind_options(
+    table: Mapping[str, Any], common: set[str], kind_cls: Any, where: _Table, ctx: _Context
+) -> tuple[bool, Any]:
     """Build the kind's Options from the keys beyond `common`: (valid, options or None)."""
     options_cls = getattr(kind_cls, "Options", None)
     rest = _without(table, common, options_cls)
@@ -691,31 +729,41 @@ def _parse_probe(table: dict[str, Any], where: _Table, ctx: _Context) -> ProbeCo
     kind_cls = _probe_registry().get(kind) if isinstance(kind, str) else None
     # With an unknown kind (already reported), its own keys cannot be checked.
     ok, options = _kind_options(table, common, kind_cls, where, ctx) if kind_cls else (False, None)
-    timing = _probe_timing(keys, where, ctx) if keys else None
+    timing = _probe_timing(keys, options, where, ctx) if keys else None
     if keys is None or timing is None or not ok:
         return None
     return ProbeConfig(keys.name, keys.kind, *timing, options)
 
 
-def _probe_timing(keys: _ProbeKeys, where: _Table,
-                  ctx: _Context) -> tuple[float, float, float] | None:
+def _probe_timing(
+    keys: _ProbeKeys, options: Any, where: _Table, ctx: _Context
+) -> tuple[float, float, float] | None:
     interval = float(keys.interval)
-    timeout = min(10.0, interval) if keys.timeout is None else float(keys.timeout)
     jitter = min(1.0, interval / 10) if keys.jitter is None else float(keys.jitter)
     before = len(ctx.errors)
     # A run that outlasts the interval would overlap the next one.
-    if timeout > interval:
-        ctx.add(where, "timeout", f"{format_duration(timeout)} is longer than the interval "
-                                  f"({format_duration(interval)})")
+    every = f"the interval ({format_duration(interval)})"
+    if keys.timeout is not None and keys.timeout > interval:
+        ctx.add(where, "timeout", f"{format_duration(keys.timeout)} is longer than {every}")
     if jitter >= interval:
-        ctx.add(where, "jitter", f"{format_duration(jitter)} must be shorter than the interval "
-                                 f"({format_duration(interval)})")
-    return (interval, timeout, jitter) if len(ctx.errors) == before else None
+        ctx.add(where, "jitter", f"{format_duration(jitter)} must be shorter than {every}")
+    timing = (interval, _run_timeout(keys.timeout, options, interval), jitter)
+    return timing if len(ctx.errors) == before else None
+
+
+def _run_timeout(written: float | None, options: Any, interval: float) -> float:
+    """How long the scheduler waits for one run before it declares the probe hung."""
+    own = getattr(options, "timeout", None)
+    if isinstance(own, float):
+        # The kind bounds each run itself (it got the same `timeout` key) and says what timed
+        # out; the scheduler waits a little longer so that this sample wins over "hung".
+        return min(interval, own + _WATCHDOG_GRACE)
+    return min(10.0, interval) if written is None else float(written)
 
 
 def _parse_rules(tables: list[Any], probe_names: set[str], ctx: _Context) -> list[Rule | None]:
     names: dict[str, str] = {}
-    parsed = []
+    parsed: list[Rule | None] = []
     for number, table in enumerate(tables, 1):
         where = _Table(f"rule[{number}]", "rule", number)
         if not _is_table(table, where, ctx):
@@ -726,14 +774,15 @@ def _parse_rules(tables: list[Any], probe_names: set[str], ctx: _Context) -> lis
     return parsed
 
 
-def _parse_rule(table: dict[str, Any], where: _Table, probe_names: set[str],
-                ctx: _Context) -> Rule | None:
+def _parse_rule(
+    table: dict[str, Any], where: _Table, probe_names: set[str], ctx: _Context
+) -> Rule | None:
     keys = _build(_RuleKeys, table, where, ctx)
     if keys is None:
         return None
     if keys.probe is not None and keys.probe not in probe_names:
-        ctx.add(where, "probe", f"no [[probe]] is named {_show(keys.probe)} "
-                                f"(probes: {_listing(probe_names)})")
+        known = f"(probes: {_listing(probe_names)})"
+        ctx.add(where, "probe", f"no [[probe]] is named {_show(keys.probe)} {known}")
         return None
     return keys.to_rule()
 
@@ -754,8 +803,9 @@ def _parse_document(data: Mapping[str, Any], source: str, ctx: _Context) -> Conf
     helpdesk = _parse_helpdesk(_section(data, "helpdesk", ctx) or {}, ctx)
     smtp_table = _section(data, "smtp", ctx)
     smtp = None if smtp_table is None else _parse_smtp(smtp_table, ctx)
-    notify = _build(NotifyConfig, _section(data, "notify", ctx) or {}, _Table("notify", "notify"),
-                    ctx)
+    notify = _build(
+        NotifyConfig, _section(data, "notify", ctx) or {}, _Table("notify", "notify"), ctx
+    )
     if notify is not None and smtp_table is None:
         _report_unsendable(notify, ctx)
     probe_tables = _array(data, "probe", ctx)
@@ -763,16 +813,16 @@ def _parse_document(data: Mapping[str, Any], source: str, ctx: _Context) -> Conf
     rule_list = _parse_rules(_array(data, "rule", ctx), _probe_names(probe_tables), ctx)
     if ctx.errors or daemon is None or helpdesk is None or notify is None:
         return None
-    return Config(daemon, helpdesk, smtp, notify, tuple(p for p in probe_list if p),
-                  tuple(r for r in rule_list if r), source)
+    probes_ok, rules_ok = tuple(filter(None, probe_list)), tuple(filter(None, rule_list))
+    return Config(daemon, helpdesk, smtp, notify, probes_ok, rules_ok, source)
 
 
 def _report_unsendable(notify: NotifyConfig, ctx: _Context) -> None:
     # Without [smtp] these addresses would silently never get a message.
+    message = "addresses given but there is no [smtp] section to send through"
     for key in ("helpdesk", "users"):
         if getattr(notify, key):
-            ctx.add(_Table("notify", "notify"), key,
-                    "addresses given but there is no [smtp] section to send through")
+            ctx.add(_Table("notify", "notify"), key, message)
 
 
 def parse_config(text: str, source: str) -> Config:

@@ -164,7 +164,7 @@ class Dispatcher:
         category = incident.get("category") or ""
         return TicketDraft(
             marker=incident["marker"],
-            subject=self.renderer.render_text("ticket_subject.txt.j2", context),
+            subject=self.renderer.render_line("ticket_subject.txt.j2", context),
             body=self.renderer.render_text(f"{template}.txt.j2", context),
             priority=incident["priority"],
             category=category,

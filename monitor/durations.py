@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -18,7 +19,7 @@ _FORMAT_UNITS = (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000
 
 
 def parse_duration(text: str | int | float) -> float:
-    """Return the seconds `text` stands for; raise ValueError with a hint when it is not a duration."""
+    """The seconds `text` stands for; ValueError with a hint when it is not a duration."""
     if isinstance(text, bool) or not isinstance(text, str | int | float):
         raise ValueError(_not_a_duration(text))
     if not isinstance(text, str):
@@ -60,7 +61,7 @@ def _largest_unit_first(units: list[str]) -> bool:
     # `1h30m` is clear, `30m1h` or `1h1h` is a typo worth reporting.
     order = list(_UNIT_SECONDS)
     ranks = [order.index(unit) for unit in units]
-    return all(earlier < later for earlier, later in zip(ranks, ranks[1:], strict=False))
+    return all(earlier < later for earlier, later in itertools.pairwise(ranks))
 
 
 def _not_a_duration(value: object) -> str:

@@ -114,7 +114,10 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
     if readonly:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     else:
-        conn = sqlite3.connect(str(path), timeout=10, isolation_level=None)
+        # Shared by the main loop, the dispatcher and scrapes; `Store` serialises use with a lock.
+        conn = sqlite3.connect(
+            str(path), timeout=10, isolation_level=None, check_same_thread=False
+        )
         conn.execute("PRAGMA journal_mode=WAL")
         # FULL: a committed outbox row survives a power cut, not only a kill -9.
         conn.execute("PRAGMA synchronous=FULL")

@@ -123,17 +123,10 @@ class BuiltinTickets:
     # --- TicketBackend: what the daemon calls -------------------------------------------
 
     def create(self, draft: TicketDraft) -> TicketInfo:
+        # Look before inserting, under the write lock: an INSERT that hits the UNIQUE marker
+        # would still use up an AUTOINCREMENT number and leave a gap people notice.
         with self._delivery(), self._write() as conn:
-            conn.execute(
-                "INSERT INTO bt_ticket (marker, subject, body, priority, category, tags,"
-                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (marker) DO NOTHING",
-                (draft.marker, draft.subject, draft.body, draft.priority, draft.category,
-                 json.dumps(list(draft.tags)), *_now_twice()),
-            )
-            ticket = _select_one(conn, "marker = ?", draft.marker)
-        assert ticket is not None  # inserted or already there, inside one transaction
-        log.info("builtin ticket %s for %s", ticket.label, draft.marker)
+            ticket = _select_one(conn, "marker = ?", draft.marker) or _insert_ticket(conn, draft)
         return ticket.info()
 
     def find_by_marker(self, marker: str) -> TicketInfo | None:
@@ -266,9 +259,18 @@ class BuiltinTickets:
             raise DeliveryError(f"builtin ticket store: {err}", permanent=False) from err
 
 
-def _now_twice() -> tuple[float, float]:
+def _insert_ticket(conn: sqlite3.Connection, draft: TicketDraft) -> Ticket:
     now = time.time()
-    return now, now
+    ticket_id = conn.execute(
+        "INSERT INTO bt_ticket (marker, subject, body, priority, category, tags,"
+        " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (draft.marker, draft.subject, draft.body, draft.priority, draft.category,
+         json.dumps(list(draft.tags)), now, now),
+    ).lastrowid
+    log.info("builtin ticket #%s opened for %s", ticket_id, draft.marker)
+    ticket = _select_one(conn, "id = ?", ticket_id)
+    assert ticket is not None  # inserted just now, in this transaction
+    return ticket
 
 
 def _require(rowcount: int, ticket_id: int) -> None:

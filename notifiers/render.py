@@ -11,27 +11,33 @@ The context the daemon passes (JSON-serialisable; optional parts may be null or 
     {
       "host": "web01",
       "incident": {"id": 3, "episode": 1, "fingerprint": "1a2b3c4d5e6f7a8b",
+                   "marker": "[forewarn:1a2b3c4d5e6f7a8b]",  # optional; else from fingerprint
                    "severity": "critical", "priority": "high", "category": "web",
-                   "opened_at": 1763800000.0, "resolved_at": null,
-                   "lasted": null,                      # seconds, once resolved
+                   "opened_at": 1763800000.0,                # this episode
+                   "first_opened_at": 1763700000.0,          # optional: episode 1
+                   "resolved_at": null,
+                   "lasted": null,                           # seconds, once resolved
                    "status": "open"},
       "alert": {"rule": "web_down", "metric": "http_up", "labels": {"url": "http://..."},
-                "value": 0.0, "error": "connection refused",
+                "value": 0.0,                                # null when not a number
+                "error": "connection refused",
                 "summary": "Intranet is not answering", "description": "...",
                 "runbook": "https://...", "condition": "value == 0", "clear": null,
-                "for": 30.0, "since": 1763800000.0,
-                "previous_severity": null},             # set for `*_update*` templates
-      "service": "intranet",                            # may be ""
-      "ticket": {"number": "#12", "url": null},         # may be null: no ticket (yet)
+                "critical": null, "for": 30.0, "since": 1763800000.0,
+                "previous_severity": null},                  # set for the `*update*` templates
+      "service": "intranet",                                 # may be ""
+      "ticket": {"number": "#12", "url": null},              # null: no ticket (yet)
       "helpdesk": {"contact": "helpdesk@example.com"},
       "snapshot": {"top_processes": [{"pid": 1, "name": "x", "cpu_percent": 1.0,
                                       "memory_percent": 2.0}],
                    "filesystems": [{"mountpoint": "/", "used_percent": 42.0}]},  # optional
-      "marker": "[forewarn:1a2b3c4d5e6f7a8b]",          # optional; derived from fingerprint
-      "notice": {"eta": null,                           # optional, user notices only:
-                 "next_update_at": null,                #   epochs of the expected fix and
-                 "workaround": ""}                      #   of the next update, self-help text
+      "notice": {"eta": null,                                # optional, user notices only:
+                 "next_update_at": null,                     #   epochs of the expected fix
+                 "workaround": ""}                           #   and next update; self-help
     }
+
+Template authors: read a key that is also a dict method or a keyword with brackets
+(`alert["clear"]`, `alert["for"]`); `alert.clear` would find the dict method, not the key.
 
 Templates: `ticket_subject.txt.j2`, `ticket_body.txt.j2`, `ticket_update.txt.j2`,
 `ticket_resolved.txt.j2`, `ticket_reopened.txt.j2` (rendered with `render_text`/`render_line`);
@@ -41,7 +47,6 @@ messages `helpdesk_opened`, `helpdesk_reopened`, `helpdesk_updated`, `helpdesk_r
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -50,8 +55,6 @@ from typing import Any, TypeGuard
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-log = logging.getLogger(__name__)
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 DURATION_UNITS = (("d", 86400), ("h", 3600), ("min", 60), ("s", 1))

@@ -28,7 +28,7 @@ USED_PERCENT = "disk_used_percent"
 FREE_BYTES = "disk_free_bytes"
 TOTAL_BYTES = "disk_total_bytes"
 INODES_USED_PERCENT = "disk_inodes_used_percent"
-DEFAULT_TIMEOUT = Duration(5)
+DEFAULT_STAT_TIMEOUT = Duration(2)
 
 # fnmatch patterns. Read-only images (squashfs, erofs, iso9660, udf) are always 100 % full,
 # and the FUSE types listed are desktop or container helpers, not storage.
@@ -175,18 +175,19 @@ class DiskProbe:
         """`mountpoints`: watch exactly these (whatever their type; one that is not mounted
         yields an error sample); empty watches every real filesystem. `exclude_fstypes`:
         more types (fnmatch patterns such as `fuse.*`) to skip when watching all.
-        `timeout`: how long to wait for one filesystem to answer."""
+        `stat_timeout`: how long all filesystems together may take to answer; it must stay
+        below the probe's `timeout`, so that a hung mount is reported by this probe."""
 
         mountpoints: list[str] = field(default_factory=list)
         exclude_fstypes: list[str] = field(default_factory=list)
-        timeout: Duration = DEFAULT_TIMEOUT
+        stat_timeout: Duration = DEFAULT_STAT_TIMEOUT
 
         def __post_init__(self) -> None:
             relative = [path for path in self.mountpoints if not os.path.isabs(path)]
             if relative:
                 raise ValueError(f"mountpoints must be absolute paths: {', '.join(relative)}")
-            if self.timeout <= 0:
-                raise ValueError("timeout must be more than 0s")
+            if self.stat_timeout <= 0:
+                raise ValueError("stat_timeout must be more than 0s")
 
     def __init__(self, name: str, options: Options) -> None:
         self.name = name
@@ -208,7 +209,7 @@ class DiskProbe:
     def _wait(self, mounts: list[Mount]) -> list[StatvfsCall]:
         begun = time.monotonic()
         calls = [self._start(mount) for mount in mounts]
-        deadline = begun + self.options.timeout
+        deadline = begun + self.options.stat_timeout
         # A call still hung from an earlier collection had its chance: no waiting again.
         for call in (call for call in calls if call.started >= begun):
             call.done.wait(max(0.0, deadline - time.monotonic()))

@@ -1,0 +1,79 @@
+"""Start `forewarn run` as a real subprocess with a config written for a test."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import requests
+
+T = TypeVar("T")
+
+
+def wait_until(
+    probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.02
+) -> T:
+    """Poll `probe` until it returns something truthy; fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class DaemonProcess:
+    def __init__(self, config_path: Path, log_path: Path, metrics_port: int) -> None:
+        self.config_path = config_path
+        self.log_path = log_path
+        self.metrics_port = metrics_port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "monitor", "run", "-c", str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        wait_until(self.metrics, 20, f"the daemon's /metrics (log: {self.log()})")
+
+    def metrics(self) -> str | None:
+        self._check_alive()
+        try:
+            response = requests.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2)
+        except requests.RequestException:
+            return None
+        return response.text if response.ok else None
+
+    def _check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"daemon exited with {self.proc.returncode}: {self.log()}")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self.proc = None
+
+    def stop(self) -> int:
+        """SIGTERM and wait: returns the exit code."""
+        if self.proc is None:
+            return 0
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(30)
+        self.proc = None
+        return code
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]

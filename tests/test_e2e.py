@@ -1,0 +1,224 @@
+"""End to end, on real parts: `forewarn run` as a subprocess probing a loopback HTTP service,
+the built-in ticket store, and a real SMTP server on loopback.
+
+The figures printed here (fault to ticket, fault to e-mail) are the ones quoted in the notes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from daemon_process import DaemonProcess, wait_until
+from http_service import HttpService, free_port
+from smtp_server import ReceivedMail, SmtpTestServer
+
+from notifiers.builtin import BuiltinTickets
+
+pytestmark = pytest.mark.slow
+
+HELPDESK = "helpdesk@example.com"
+USERS = "staff@example.com"
+
+CONFIG = """
+[daemon]
+state_dir = "{state}"
+listen = "127.0.0.1:{metrics_port}"
+reopen_within = "1h"
+hostname = "testhost"
+
+[helpdesk]
+kind = "builtin"
+contact = "{helpdesk}"
+
+[smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+from = "forewarn@example.com"
+timeout = "5s"
+
+[notify]
+helpdesk = ["{helpdesk}"]
+users = ["{users}"]
+
+[[probe]]
+name = "intranet"
+kind = "http"
+interval = "1s"
+timeout = "1s"
+jitter = "0s"
+url = "{url}"
+
+[[rule]]
+name = "intranet_down"
+probe = "intranet"
+metric = "http_up"
+condition = "value == 0"
+severity = "critical"
+service = "the intranet"
+category = "web"
+summary = "The intranet at {{{{ labels.url }}}} is not answering"
+notify_users = true
+"""
+
+
+class Rig:
+    """The daemon, its service, its mail server and its state, for one test."""
+
+    def __init__(self, tmp: Path, smtp: SmtpTestServer) -> None:
+        self.service = HttpService()
+        self.smtp = smtp
+        self.state = tmp / "state"
+        metrics_port = free_port()
+        config = tmp / "config.toml"
+        config.write_text(CONFIG.format(
+            state=self.state, metrics_port=metrics_port, smtp_port=smtp.port,
+            url=self.service.url, helpdesk=HELPDESK, users=USERS,
+        ))
+        self.daemon = DaemonProcess(config, tmp / "daemon.log", metrics_port)
+
+    def tickets(self) -> BuiltinTickets:
+        return BuiltinTickets(str(self.state / "forewarn.db"))
+
+    def wait_ticket(self, status: str, timeout: float = 15) -> float:
+        def found() -> bool:
+            if not (self.state / "forewarn.db").exists():
+                return False
+            return any(t.status == status for t in self.tickets().list_tickets())
+        wait_until(found, timeout, f"a ticket in status {status} ({self.daemon.log()})")
+        return time.monotonic()
+
+    def wait_mail(self, to: str, words: str, timeout: float = 15) -> float:
+        self.smtp.wait_for(lambda m: _is(m, to, words), timeout)
+        return time.monotonic()
+
+    def mails(self, to: str, words: str) -> list[ReceivedMail]:
+        return [m for m in self.smtp.received if _is(m, to, words)]
+
+    def metric(self, line_start: str) -> bool:
+        text = self.daemon.metrics() or ""
+        return any(line.startswith(line_start) for line in text.splitlines())
+
+
+def _is(mail: ReceivedMail, to: str, words: str) -> bool:
+    return to in mail.rcpt_tos and words in str(mail.message["Subject"])
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    with SmtpTestServer() as smtp:
+        rig = Rig(tmp_path, smtp)
+        rig.service.start()
+        try:
+            yield rig
+        finally:
+            code = rig.daemon.stop()
+            rig.service.stop()
+            assert code == 0, rig.daemon.log()
+
+
+def _healthy(rig: Rig) -> None:
+    rig.daemon.start()
+    wait_until(lambda: rig.metric('forewarn_http_up{probe="intranet"'), 10, "a first probe run")
+    wait_until(lambda: rig.metric("forewarn_http_up{") and
+               'forewarn_http_up{probe="intranet",url="' in (rig.daemon.metrics() or ""),
+               10, "the http_up gauge")
+
+
+def test_outage_opens_resolves_and_reopens_one_ticket(rig: Rig) -> None:
+    _healthy(rig)
+
+    fault = time.monotonic()
+    rig.service.stop()
+    ticket_at = rig.wait_ticket("new")
+    helpdesk_at = rig.wait_mail(HELPDESK, "[#1] CRITICAL intranet_down on testhost")
+    user_at = rig.wait_mail(USERS, "Problem with the intranet")
+    print(f"\nfault_to_ticket {ticket_at - fault:.2f} s")
+    print(f"fault_to_helpdesk_mail {helpdesk_at - fault:.2f} s")
+    print(f"fault_to_user_notice {user_at - fault:.2f} s")
+
+    [ticket] = rig.tickets().list_tickets()
+    assert ticket.priority == "high" and ticket.category == "web"
+    assert "[forewarn:" in ticket.marker and "is not answering" in ticket.subject
+    body = rig.tickets().show(ticket.number).body
+    assert "connection refused" in body.lower()
+
+    recovery = time.monotonic()
+    rig.service.start()
+    rig.wait_ticket("resolved")
+    resolved_mail_at = rig.wait_mail(HELPDESK, "[#1] RESOLVED intranet_down")
+    rig.wait_mail(USERS, "Fixed: the intranet is working normally again")
+    print(f"recovery_to_resolution_mail {resolved_mail_at - recovery:.2f} s")
+
+    rig.service.stop()
+    rig.wait_ticket("open")  # reopened: same ticket, back to open
+    rig.wait_mail(HELPDESK, "[#1] REOPENED CRITICAL intranet_down")
+    rig.wait_mail(USERS, "Problem with the intranet again")
+
+    tickets = rig.tickets().list_tickets()
+    assert [t.number for t in tickets] == [1], "a recurrence must reopen, not duplicate"
+    comments = [c.text for c in rig.tickets().show(1).comments]
+    assert any("Status changed to resolved" in c for c in comments)
+    assert any("Status changed to open" in c for c in comments)
+    time.sleep(1.5)  # let any stray duplicate arrive before counting
+    assert len(rig.mails(HELPDESK, "CRITICAL intranet_down on testhost")) == 2  # open + reopen
+    assert len(rig.mails(HELPDESK, "RESOLVED")) == 1
+    assert len(rig.mails(USERS, "Problem with the intranet")) == 2
+    assert len(rig.mails(USERS, "Fixed")) == 1
+    assert rig.metric('forewarn_tickets_total{action="reopened"} 1.0')
+
+
+def test_kill_9_after_detection_loses_and_duplicates_nothing(rig: Rig) -> None:
+    _healthy(rig)
+    db = rig.state / "forewarn.db"
+
+    rig.service.stop()
+
+    def incident_recorded() -> bool:
+        import sqlite3
+
+        with sqlite3.connect(db) as conn:
+            return bool(conn.execute("SELECT COUNT(*) FROM incident").fetchone()[0])
+
+    wait_until(incident_recorded, 15, "the incident row")
+    rig.daemon.kill9()  # right after detection: the outbox holds the ticket and the mails
+    rig.daemon.start()
+
+    rig.wait_ticket("new")
+    rig.wait_mail(HELPDESK, "[#1] CRITICAL intranet_down")
+    rig.wait_mail(USERS, "Problem with the intranet")
+
+    rig.service.start()
+    rig.wait_ticket("resolved")
+    rig.wait_mail(HELPDESK, "RESOLVED intranet_down")
+    rig.wait_mail(USERS, "Fixed")
+    # Once more after recovery, when the outbox is drained. (Killed in the instant between the
+    # mail server accepting a mail and the row being marked done, the mail would be resent with
+    # the same Message-ID: SMTP has no way to ask whether a mail arrived.)
+    wait_until(lambda: rig.metric("forewarn_outbox_depth 0.0"), 10, "an empty outbox")
+    rig.daemon.kill9()
+    rig.daemon.start()
+    time.sleep(2.5)  # a few probe cycles: nothing new may be sent
+
+    assert [t.number for t in rig.tickets().list_tickets()] == [1]
+    for to, words in [(HELPDESK, "CRITICAL"), (USERS, "Problem with"), (HELPDESK, "RESOLVED"),
+                      (USERS, "Fixed")]:
+        assert len(rig.mails(to, words)) == 1, (to, words, [
+            str(m.message["Subject"]) for m in rig.smtp.received
+        ])
+    ids = [m.message["Message-ID"] for m in rig.smtp.received]
+    assert len(ids) == len(set(ids)) == 4
+
+
+def test_mail_server_down_waits_in_the_outbox(rig: Rig) -> None:
+    _healthy(rig)
+    rig.smtp.stop()
+    rig.service.stop()
+    rig.wait_ticket("new")
+    wait_until(lambda: rig.metric("forewarn_outbox_depth 2.0"), 15, "two mails waiting")
+    rig.smtp.start()  # same port: the retry with backoff delivers them
+    rig.wait_mail(HELPDESK, "[#1] CRITICAL", timeout=20)
+    rig.wait_mail(USERS, "Problem with the intranet", timeout=20)
+    wait_until(lambda: rig.metric("forewarn_outbox_depth 0.0"), 10, "an empty outbox")

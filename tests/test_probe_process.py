@@ -1,0 +1,178 @@
+"""The process probe against real processes: this one, and children started for the test."""
+
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from probes.process import ProcessProbe
+
+NOW = 1_700_000_000.0
+SPIN = "while True: pass"
+
+
+def probe(**options: Any) -> ProcessProbe:
+    return ProcessProbe("worker", ProcessProbe.Options(**options))
+
+
+def values(samples: list[Any]) -> dict[str, float]:
+    return {s.metric: s.value for s in samples}
+
+
+def count_error(samples: list[Any]) -> str | None:
+    [count] = [s for s in samples if s.metric == "process_count"]
+    return count.error
+
+
+class Child:
+    """A python process under a name of its own (a symlink to the interpreter), with a
+    unique marker on its command line."""
+
+    def __init__(self, directory: Path, code: str) -> None:
+        self.name = f"fw{uuid.uuid4().hex[:10]}"  # under the 15 characters of a Linux comm
+        self.marker = f"marker-{uuid.uuid4().hex}"
+        link = directory / self.name
+        link.symlink_to(sys.executable)
+        args = [str(link), "-c", f"# {self.marker}\n{code}"]
+        self.popen = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+        self.process = psutil.Process(self.popen.pid)
+        wait_for(lambda: self.process.name() == self.name, "the child to exec")
+
+    def stop(self) -> None:
+        self.popen.kill()
+        self.popen.wait(10)
+
+
+def wait_for(condition: Any, what: str) -> None:
+    """Wait for something the test cannot cause synchronously (a child's progress)."""
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def spinner(tmp_path: Path) -> Iterator[Child]:
+    child = Child(tmp_path, SPIN)
+    yield child
+    child.stop()
+
+
+def test_pidfile_finds_this_process(tmp_path: Path) -> None:
+    pidfile = tmp_path / "test.pid"
+    pidfile.write_text(f"{os.getpid()}\n")
+    samples = probe(pidfile=str(pidfile)).collect(NOW)
+    assert values(samples)["process_count"] == 1.0
+    assert values(samples)["process_memory_bytes"] == pytest.approx(
+        psutil.Process().memory_info().rss, rel=0.5
+    )
+    assert values(samples)["process_cpu_percent"] >= 0.0
+    assert all(s.labels == {"process": "worker"} and s.timestamp == NOW for s in samples)
+    assert all(s.error is None for s in samples)
+
+
+def test_missing_pidfile_counts_zero_with_the_reason(tmp_path: Path) -> None:
+    pidfile = tmp_path / "absent.pid"
+    samples = probe(pidfile=str(pidfile)).collect(NOW)
+    assert values(samples) == {
+        "process_count": 0.0,
+        "process_cpu_percent": 0.0,
+        "process_memory_bytes": 0.0,
+    }
+    assert count_error(samples) == f"pidfile missing: {pidfile}"
+
+
+def test_pidfile_without_a_pid_counts_zero(tmp_path: Path) -> None:
+    pidfile = tmp_path / "garbage.pid"
+    pidfile.write_text("<html>not a pid</html>")
+    samples = probe(pidfile=str(pidfile)).collect(NOW)
+    assert values(samples)["process_count"] == 0.0
+    assert count_error(samples) == f"pidfile {pidfile} holds no pid"
+
+
+def test_pidfile_of_an_exited_process_counts_zero(tmp_path: Path) -> None:
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)  # fmt: skip
+    pidfile = tmp_path / "dead.pid"
+    pidfile.write_text(finished.stdout)
+    samples = probe(pidfile=str(pidfile)).collect(NOW)
+    assert values(samples)["process_count"] == 0.0
+    assert "is not running" in (count_error(samples) or "")
+
+
+def test_name_and_cmdline_find_the_child(spinner: Child) -> None:
+    for options in ({"match_name": spinner.name}, {"match_cmdline": re.escape(spinner.marker)}):
+        watcher = probe(**options)
+        assert [p.pid for p in watcher.matching_processes()] == [spinner.popen.pid]
+        samples = watcher.collect(NOW)
+        assert values(samples)["process_count"] == 1.0
+        assert values(samples)["process_memory_bytes"] > 0
+        assert count_error(samples) is None
+
+
+def test_cpu_percent_has_a_baseline_from_the_previous_call(spinner: Child) -> None:
+    watcher = probe(match_cmdline=re.escape(spinner.marker))
+    first = values(watcher.collect(NOW))
+    assert first["process_cpu_percent"] == 0.0  # first sight: no baseline yet, as documented
+    spent = spinner.process.cpu_times().user
+    wait_for(lambda: spinner.process.cpu_times().user > spent + 0.1, "the child to use CPU")
+    second = values(watcher.collect(NOW + 1))
+    assert 10.0 < second["process_cpu_percent"] <= 100.0 * (psutil.cpu_count() or 1)
+
+
+def test_a_process_that_has_gone_is_no_longer_counted(tmp_path: Path) -> None:
+    child = Child(tmp_path, SPIN)
+    watcher = probe(match_name=child.name)
+    assert values(watcher.collect(NOW))["process_count"] == 1.0
+    child.stop()
+    assert values(watcher.collect(NOW))["process_count"] == 0.0
+
+
+def test_a_zombie_is_not_running(tmp_path: Path) -> None:
+    child = Child(tmp_path, "import sys; sys.stdin.read()")
+    child.popen.kill()  # not reaped yet: a zombie until wait()
+    wait_for(lambda: child.process.status() == psutil.STATUS_ZOMBIE, "the child to die")
+    pidfile = tmp_path / "zombie.pid"
+    pidfile.write_text(str(child.popen.pid))
+    try:
+        assert values(probe(match_name=child.name).collect(NOW))["process_count"] == 0.0
+        by_pidfile = probe(pidfile=str(pidfile)).collect(NOW)
+        assert "is not running" in (count_error(by_pidfile) or "")
+    finally:
+        child.popen.wait(10)
+
+
+def test_the_daemon_never_counts_itself() -> None:
+    own = psutil.Process()
+    by_cmdline = probe(match_cmdline=re.escape(" ".join(own.cmdline())))
+    by_name = probe(match_name=own.name())
+    for watcher in (by_cmdline, by_name):
+        assert os.getpid() not in [p.pid for p in watcher.matching_processes()]
+
+
+def test_a_name_that_does_not_run_counts_zero_without_error() -> None:
+    samples = probe(match_name=f"nx{uuid.uuid4().hex[:12]}").collect(NOW)
+    assert values(samples)["process_count"] == 0.0
+    assert all(s.error is None for s in samples)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({}, "exactly one of match_name, match_cmdline, pidfile"),
+        ({"match_name": "nginx", "pidfile": "nginx.pid"}, "exactly one of"),
+        ({"match_name": ""}, "match_name must not be empty"),
+        ({"match_cmdline": "nginx: (master"}, "match_cmdline is not a valid regular expression"),
+    ],
+)
+def test_options_are_validated(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ProcessProbe.Options(**options)

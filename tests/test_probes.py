@@ -1,0 +1,64 @@
+"""The probe registry and the contract every probe kind keeps with the config loader."""
+
+import dataclasses
+import subprocess
+import sys
+import time
+import typing
+
+import pytest
+
+from probes import REGISTRY
+from probes.base import Duration, Sample
+
+ALLOWED_OPTION_TYPES = {str, int, float, bool, Duration, list[str], list[int]}
+ALLOWED_OPTION_TYPES |= {t | None for t in ALLOWED_OPTION_TYPES}
+
+REQUIRED_OPTIONS: dict[str, dict[str, typing.Any]] = {
+    "process": {"match_name": "forewarn-test-none"},
+    "http": {"url": "http://127.0.0.1:9/"},
+}
+
+
+def build(kind: str) -> typing.Any:
+    cls = REGISTRY[kind]
+    return cls(f"test-{kind}", cls.Options(**REQUIRED_OPTIONS.get(kind, {})))
+
+
+def test_registry_has_every_kind_under_its_own_name() -> None:
+    expected = {"cpu", "load", "memory", "swap", "disk", "sensors", "process", "http"}
+    assert set(REGISTRY) == expected
+    assert all(cls.kind == kind for kind, cls in REGISTRY.items())
+
+
+@pytest.mark.parametrize("kind", sorted(REGISTRY))
+def test_options_are_frozen_dataclasses_with_loader_types(kind: str) -> None:
+    options = REGISTRY[kind].Options
+    assert dataclasses.is_dataclass(options)
+    assert options.__dataclass_params__.frozen
+    hints = typing.get_type_hints(options)
+    for spec in dataclasses.fields(options):
+        assert hints[spec.name] in ALLOWED_OPTION_TYPES, f"{kind}.{spec.name}: {hints[spec.name]}"
+
+
+@pytest.mark.parametrize("kind", sorted(REGISTRY))
+def test_every_sample_carries_the_given_timestamp(kind: str) -> None:
+    probe = build(kind)
+    assert probe.name == f"test-{kind}"
+    samples = probe.collect(1234.5)
+    assert all(isinstance(s, Sample) for s in samples)
+    assert {s.timestamp for s in samples} <= {1234.5}
+
+
+def test_importing_probes_loads_no_http_library() -> None:
+    code = "import sys, probes; assert 'requests' not in sys.modules, 'requests imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@pytest.mark.parametrize("kind", ["cpu", "load", "memory", "swap", "disk", "sensors"])
+def test_machine_probes_are_cheap_to_call(kind: str) -> None:
+    probe = build(kind)
+    started = time.monotonic()
+    for _ in range(5):
+        probe.collect(time.time())
+    assert (time.monotonic() - started) / 5 < 0.5
