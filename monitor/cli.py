@@ -7,6 +7,7 @@ import argparse
 import json
 import logging
 import os
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -68,9 +69,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     log.info("configuration: %s", path or "built-in default (no config file found)")
-    daemon = Daemon(config, path)
-    daemon.install_signal_handlers()
-    return daemon.run()
+    try:
+        daemon = Daemon(config, path)
+        daemon.install_signal_handlers()
+        return daemon.run()
+    except (OSError, sqlite3.Error) as exc:  # state dir not writable, port in use, ...
+        log.error("cannot start: %s", exc)
+        return EXIT_PROBLEM
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
