@@ -117,7 +117,8 @@ class StatvfsCall:
 
     def _run(self) -> None:
         try:
-            # Container runtimes bind-mount single files (/etc/hosts): not a filesystem.
+            # Container runtimes bind-mount single files (/etc/hosts): not a filesystem of
+            # its own, so discovery skips them.
             self.is_directory = stat.S_ISDIR(os.stat(self.mount.mountpoint).st_mode)
             self.result = os.statvfs(self.mount.mountpoint)
         except OSError as exc:
@@ -200,7 +201,8 @@ class DiskProbe:
             calls = self._wait(mounts)
         else:
             missing = []
-            calls = one_per_filesystem(self._wait(discover_mounts(self.options.exclude_fstypes)))
+            found = self._wait(discover_mounts(self.options.exclude_fstypes))
+            calls = one_per_filesystem([call for call in found if call.is_directory])
         samples = [error_sample(Mount(path, "", ""), "not mounted", now) for path in missing]
         for call in calls:
             samples.extend(self._samples(call, now))
@@ -214,7 +216,7 @@ class DiskProbe:
         for call in (call for call in calls if call.started >= begun):
             call.done.wait(max(0.0, deadline - time.monotonic()))
         self._pending = {c.mount.mountpoint: c for c in calls if not c.done.is_set()}
-        return [call for call in calls if call.is_directory]
+        return calls
 
     def _start(self, mount: Mount) -> StatvfsCall:
         # A mount still hung is not asked again: one stuck thread per mount point at most.

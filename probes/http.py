@@ -46,6 +46,13 @@ def parse_header(line: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
+def _check_secret_header(line: str) -> None:
+    try:
+        parse_header(line)
+    except ValueError:  # its own message would quote the secret
+        raise ValueError('secret_header is not of the form "Name: value"') from None
+
+
 def redacted_url(url: str) -> str:
     """The URL without its password: it becomes a label, shown in tickets and /metrics."""
     parts = urlsplit(url)
@@ -152,7 +159,9 @@ class HttpProbe:
     @dataclass(frozen=True)
     class Options:
         """`expect_status` empty means any 2xx or 3xx. `timeout` bounds the whole exchange,
-        connect to last body byte. `headers` are "Name: value" strings."""
+        connect to last body byte. `headers` are "Name: value" strings; `secret_header` is
+        one more, such as a bearer token, that the config takes from `{ env = "NAME" }` or
+        `{ file = "path" }` since secrets are never written in the file."""
 
         url: str
         method: str = "GET"
@@ -160,7 +169,8 @@ class HttpProbe:
         timeout: Duration = DEFAULT_TIMEOUT
         verify_tls: bool = True
         follow_redirects: bool = True
-        headers: list[str] = field(default_factory=list)
+        headers: list[str] = field(default_factory=list, repr=False)
+        secret_header: str | None = field(default=None, repr=False, metadata={"secret": True})
 
         def __post_init__(self) -> None:
             _check_url(self.url)
@@ -173,6 +183,8 @@ class HttpProbe:
                 raise ValueError("timeout must be more than 0s")
             for line in self.headers:
                 parse_header(line)
+            if self.secret_header is not None:
+                _check_secret_header(self.secret_header)
 
     def __init__(self, name: str, options: Options) -> None:
         import requests
@@ -187,7 +199,8 @@ class HttpProbe:
         if not options.verify_tls:
             # Chosen in the config: a warning on every check would only flood the log.
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-        self._session.headers.update(dict(map(parse_header, options.headers)))
+        lines = options.headers + ([options.secret_header] if options.secret_header else [])
+        self._session.headers.update(dict(map(parse_header, lines)))
 
     def collect(self, now: float) -> list[Sample]:
         started = time.monotonic()

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   # Debian packages the integration tests run for real (none is a build dependency).
   need=()
-  for pkg in ca-certificates systemd; do
+  for pkg in ca-certificates openssl systemd; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
   done
   if [ "${#need[@]}" -gt 0 ]; then

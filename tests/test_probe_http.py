@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from monitor.config import parse_config
 from probes.base import Duration, Sample
 from probes.http import HttpProbe, redacted_url
 
@@ -191,6 +192,29 @@ def test_headers_are_sent(server: Server) -> None:
     assert check(server.url("/need-token"))["http_status_code"].value == 403
     authorized = check(server.url("/need-token"), headers=["X-Token: s3cret"])
     assert authorized["http_up"].value == 1.0
+
+
+def test_the_secret_header_is_sent_and_never_shown(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FOREWARN_TEST_TOKEN", "X-Token: s3cret")
+    config = parse_config(
+        f"""
+        [[probe]]
+        name = "web"
+        kind = "http"
+        url = "{server.url("/need-token")}"
+        secret_header = {{ env = "FOREWARN_TEST_TOKEN" }}
+        """,
+        "config.toml",
+    )
+    [probe_config] = config.probes
+    assert "s3cret" not in repr(probe_config)
+    samples = HttpProbe("web", probe_config.options).collect(NOW)
+    assert samples[0].metric == "http_up" and samples[0].value == 1.0
+    with pytest.raises(ValueError) as invalid:
+        HttpProbe.Options(url="http://h/", secret_header="s3cret-without-a-name")
+    assert "s3cret" not in str(invalid.value)
 
 
 @pytest.mark.parametrize(("method", "status"), [("HEAD", 200), ("post", 201)])
