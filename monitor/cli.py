@@ -68,6 +68,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         level=config.daemon.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # APScheduler logs every job run at INFO: far too chatty for a daemon's journal.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     log.info("configuration: %s", path or "built-in default (no config file found)")
     try:
         daemon = Daemon(config, path)
@@ -138,10 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         "was found (check), 2 invalid configuration.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    config_opt = argparse.ArgumentParser(add_help=False)
-    config_opt.add_argument("-c", "--config", metavar="FILE", help="config file (TOML)")
-    json_opt = argparse.ArgumentParser(add_help=False)
-    json_opt.add_argument("--json", action="store_true", help="machine-readable JSON output")
+    config_opt, json_opt = _options(suppress=False)
 
     run = sub.add_parser(
         "run",
@@ -172,9 +171,27 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("file", nargs="?", help="config file (default: as for run)")
     validate.set_defaults(func=cmd_validate)
 
-    views.add_ticket_commands(sub, [config_opt, json_opt], cmd_tickets)
-    views.add_incident_commands(sub, [config_opt, json_opt], cmd_incidents)
+    # An action (`tickets show`) takes the options again, without defaults of its own, so
+    # `tickets -c FILE show 1` and `tickets show 1 -c FILE` mean the same.
+    action_opts = _options(suppress=True)
+    views.add_ticket_commands(sub, [config_opt, json_opt], action_opts, cmd_tickets)
+    views.add_incident_commands(sub, [config_opt, json_opt], action_opts, cmd_incidents)
     return parser
+
+
+def _options(*, suppress: bool) -> list[argparse.ArgumentParser]:
+    """The shared -c and --json options; with `suppress`, unset ones leave no default."""
+    config_opt = argparse.ArgumentParser(add_help=False)
+    json_opt = argparse.ArgumentParser(add_help=False)
+    if suppress:
+        config_opt.add_argument("-c", "--config", default=argparse.SUPPRESS, help="config file")
+        json_opt.add_argument(
+            "--json", action="store_true", default=argparse.SUPPRESS, help="JSON output"
+        )
+    else:
+        config_opt.add_argument("-c", "--config", metavar="FILE", help="config file (TOML)")
+        json_opt.add_argument("--json", action="store_true", help="machine-readable JSON output")
+    return [config_opt, json_opt]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

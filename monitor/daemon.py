@@ -114,6 +114,8 @@ class Daemon:
 
     def _receive(self, probe: str, samples: list[Sample]) -> None:
         """Called from scheduler threads: hand over to the main loop."""
+        if probe not in self.scheduler.runners:  # a run that outlived its probe's removal
+            return
         self.metrics.samples.update(probe, samples)
         self.samples.put((probe, samples))
 

@@ -24,7 +24,7 @@ from jinja2 import TemplateError
 from monitor import store as st
 from monitor.metrics import Metrics
 from notifiers.base import Channel, DeliveryError, Message, TicketBackend, TicketDraft, TicketInfo
-from notifiers.render import Renderer
+from notifiers.render import Renderer, RenderError
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class Dispatcher:
         except DeliveryError as exc:
             self._failed(row, str(exc), permanent=exc.permanent)
             return 0
-        except TemplateError as exc:  # a broken template will not mend itself by retrying
+        except (TemplateError, RenderError) as exc:  # a broken template will not mend itself
             self._failed(row, f"template error: {exc}", permanent=True)
             return 0
         except Exception as exc:
@@ -296,11 +296,13 @@ class Dispatcher:
     def _reschedule(
         self, row: st.OutboxRow, delay: float, error: str | None, *, count: bool
     ) -> None:
+        # MAX: a try that got as far as `_record_attempt` is already counted; count it once.
+        attempts = row.attempts + 1 if count else row.attempts
         with self.store.transaction() as conn:
             conn.execute(
                 "UPDATE outbox SET next_attempt_at = ?, last_error = COALESCE(?, last_error),"
-                " attempts = attempts + ? WHERE id = ?",
-                (self.clock() + delay, error, 1 if count else 0, row.id),
+                " attempts = MAX(attempts, ?) WHERE id = ?",
+                (self.clock() + delay, error, attempts, row.id),
             )
 
     def _backend_kind(self) -> str:

@@ -6,6 +6,7 @@ import itertools
 import json
 import math
 import re
+from collections.abc import Callable
 
 DURATION_HINT = "use 30s, 5m, 4h or 1d"
 
@@ -48,6 +49,18 @@ def format_duration(seconds: float) -> str:
         if count:
             parts.append(f"{count}{unit}")
     return ("-" if seconds < 0 else "") + "".join(parts)
+
+
+def at_least(minimum: float) -> Callable[[float | None], None]:
+    """A check (for a config field's metadata) that a duration is not shorter than `minimum`."""
+
+    def check(value: float | None) -> None:
+        if value is not None and value < minimum:
+            raise ValueError(
+                f"{format_duration(value)} is too short; use at least {format_duration(minimum)}"
+            )
+
+    return check
 
 
 def _checked_seconds(seconds: float, original: int | float) -> float:

@@ -160,12 +160,16 @@ class Engine:
 
     def _open(self, conn: sqlite3.Connection, rule: Rule, tr: Transition, d: OpenIncident) -> None:
         alert = tr.alert
+        earlier = conn.execute(
+            "SELECT COUNT(*) FROM incident WHERE fingerprint = ?", (d.fingerprint,)
+        ).fetchone()[0]
         cur = conn.execute(
-            "INSERT INTO incident (fingerprint, rule, labels, status, episode, severity, priority,"
-            " category, service, summary, first_opened_at, opened_at)"
-            " VALUES (?,?,?,'open',1,?,?,?,?,?,?,?)",
+            "INSERT INTO incident (fingerprint, marker, rule, labels, status, episode, severity,"
+            " priority, category, service, summary, first_opened_at, opened_at)"
+            " VALUES (?,?,?,?,'open',1,?,?,?,?,?,?,?)",
             (
                 d.fingerprint,
+                marker(d.fingerprint, earlier + 1),
                 rule.name,
                 _json(alert.labels),
                 int(d.severity),
@@ -328,7 +332,7 @@ class Engine:
                 "id": incident_id,
                 "episode": row["episode"],
                 "fingerprint": alert.fingerprint,
-                "marker": marker(alert.fingerprint),
+                "marker": row["marker"],
                 "severity": Severity(row["severity"]).label,
                 "priority": row["priority"],
                 "category": row["category"],

@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS alert (
 CREATE TABLE IF NOT EXISTS incident (
     id INTEGER PRIMARY KEY,
     fingerprint TEXT NOT NULL,
+    marker TEXT NOT NULL,
     rule TEXT NOT NULL,
     labels TEXT NOT NULL,
     status TEXT NOT NULL CHECK (status IN ('open', 'resolved')),

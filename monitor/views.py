@@ -51,7 +51,12 @@ def _print_json(value: Any) -> None:
 # --- tickets ------------------------------------------------------------------------------
 
 
-def add_ticket_commands(sub: Any, parents: list[argparse.ArgumentParser], handler: Handler) -> None:
+def add_ticket_commands(
+    sub: Any,
+    parents: list[argparse.ArgumentParser],
+    action_parents: list[argparse.ArgumentParser],
+    handler: Handler,
+) -> None:
     tickets = sub.add_parser(
         "tickets",
         parents=parents,
@@ -61,14 +66,14 @@ def add_ticket_commands(sub: Any, parents: list[argparse.ArgumentParser], handle
     )
     tickets.set_defaults(func=handler, action="list")
     tsub = tickets.add_subparsers(dest="action", metavar="ACTION")
-    listing = tsub.add_parser("list", parents=parents, help="list tickets (the default)")
+    listing = tsub.add_parser("list", parents=action_parents, help="list tickets (the default)")
     listing.add_argument("--status", choices=["new", "open", "resolved", "rejected"])
-    show = tsub.add_parser("show", parents=parents, help="show one ticket and its comments")
+    show = tsub.add_parser("show", parents=action_parents, help="show one ticket and its comments")
     show.add_argument("number", help="ticket number, e.g. 12 or #12")
-    take = tsub.add_parser("take", parents=parents, help="take a ticket as its owner")
+    take = tsub.add_parser("take", parents=action_parents, help="take a ticket as its owner")
     take.add_argument("number")
     take.add_argument("--owner", required=True, help="who takes it")
-    close = tsub.add_parser("close", parents=parents, help="close a ticket as a person")
+    close = tsub.add_parser("close", parents=action_parents, help="close a ticket as a person")
     close.add_argument("number")
     close.add_argument(
         "--as",
@@ -79,7 +84,7 @@ def add_ticket_commands(sub: Any, parents: list[argparse.ArgumentParser], handle
     )
     close.add_argument("--by", default="agent", help="who closes it")
     close.add_argument("--comment", default="", help="a closing comment")
-    tickets.set_defaults(status=None)
+    tickets.set_defaults(status=None, action="list")  # after add_subparsers, or it stays None
 
 
 def tickets(config: Config, args: argparse.Namespace) -> int:
@@ -156,7 +161,10 @@ def _print_ticket(ticket: Ticket, as_json: bool) -> None:
 
 
 def add_incident_commands(
-    sub: Any, parents: list[argparse.ArgumentParser], handler: Handler
+    sub: Any,
+    parents: list[argparse.ArgumentParser],
+    action_parents: list[argparse.ArgumentParser],
+    handler: Handler,
 ) -> None:
     incidents = sub.add_parser(
         "incidents",
@@ -167,11 +175,11 @@ def add_incident_commands(
     )
     incidents.set_defaults(func=handler, action="list", all=False)
     isub = incidents.add_subparsers(dest="action", metavar="ACTION")
-    listing = isub.add_parser("list", parents=parents, help="list incidents (the default)")
+    listing = isub.add_parser("list", parents=action_parents, help="list incidents (the default)")
     listing.add_argument("--all", action="store_true", help="also resolved incidents")
-    show = isub.add_parser("show", parents=parents, help="one incident and its event log")
+    show = isub.add_parser("show", parents=action_parents, help="one incident and its event log")
     show.add_argument("id", type=int)
-    ack = isub.add_parser("ack", parents=parents, help="acknowledge: a human owns it")
+    ack = isub.add_parser("ack", parents=action_parents, help="acknowledge: a human owns it")
     ack.add_argument("id", type=int)
     ack.add_argument("--by", default="", help="who acknowledges (default: $USER)")
     ack.add_argument("--comment", default="", help="added to the ticket")
@@ -276,6 +284,6 @@ def _acknowledge(path: Any, args: argparse.Namespace) -> int:
     finally:
         store.close()
     if not acknowledged:
-        raise CliError(f"incident {args.id} is not open (or does not exist)")
+        raise CliError(f"incident {args.id} does not exist, is not open or is already acknowledged")
     print(f"incident {args.id} acknowledged by {who}", file=sys.stdout)
     return 0

@@ -78,7 +78,7 @@ class Renderer:
     def render_text(self, template_name: str, context: Mapping[str, Any]) -> str:
         try:
             return self.env.get_template(template_name).render(context)
-        except jinja2.TemplateError as err:
+        except Exception as err:  # a template's own code can raise anything (1/0, a bad call)
             raise RenderError(f"template {template_name}: {type(err).__name__}: {err}") from err
 
     def render_line(self, template_name: str, context: Mapping[str, Any]) -> str:

@@ -20,6 +20,12 @@ def fingerprint(rule: str, labels: Mapping[str, str]) -> str:
     return hashlib.sha256(encoded.encode("utf-8")).hexdigest()[:FINGERPRINT_LENGTH]
 
 
-def marker(fp: str) -> str:
-    """The text written into a ticket so forewarn can always find it again."""
-    return f"[forewarn:{fp}]"
+def marker(fp: str, ordinal: int = 1) -> str:
+    """The text written into a ticket so forewarn can always find it again.
+
+    `ordinal` counts the incidents of this fingerprint: a recurrence after the reopen window is
+    a new incident and needs a new ticket, so its marker must differ from the old ticket's.
+    Derived from history rather than a local row id, so replicas that saw the same history
+    agree on it.
+    """
+    return f"[forewarn:{fp}]" if ordinal == 1 else f"[forewarn:{fp}:{ordinal}]"
