@@ -57,3 +57,18 @@ PROBE_UP = "probe_up"
 def probe_up_sample(probe: str, kind: str, now: float, error: str | None = None) -> Sample:
     labels = {"probe": probe, "kind": kind}
     return Sample(PROBE_UP, 0.0 if error else 1.0, now, labels, error)
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """The options of a probe kind that has nothing to configure."""
+
+
+class UnconfiguredProbe:
+    """Base of probe kinds configured by their name alone (memory, swap, load, sensors)."""
+
+    Options: ClassVar[type[NoOptions]] = NoOptions
+
+    def __init__(self, name: str, options: NoOptions) -> None:
+        self.name = name
+        self.options = options

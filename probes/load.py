@@ -3,26 +3,17 @@
 The per-core figures let one threshold fit machines of any size.
 """
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 import psutil
 
-from probes.base import Sample
+from probes.base import Sample, UnconfiguredProbe
 
 WINDOWS = ("load1", "load5", "load15")
 
 
-class LoadProbe:
+class LoadProbe(UnconfiguredProbe):
     kind: ClassVar[str] = "load"
-
-    @dataclass(frozen=True)
-    class Options:
-        pass
-
-    def __init__(self, name: str, options: Options) -> None:
-        self.name = name
-        self.options = options
 
     def collect(self, now: float) -> list[Sample]:
         # Asked every time: CPUs can be brought online or offline while the daemon runs.

@@ -3,24 +3,15 @@
 `available` includes reclaimable page cache, so a machine full of cache is not "full".
 """
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 import psutil
 
-from probes.base import Sample
+from probes.base import Sample, UnconfiguredProbe
 
 
-class MemoryProbe:
+class MemoryProbe(UnconfiguredProbe):
     kind: ClassVar[str] = "memory"
-
-    @dataclass(frozen=True)
-    class Options:
-        pass
-
-    def __init__(self, name: str, options: Options) -> None:
-        self.name = name
-        self.options = options
 
     def collect(self, now: float) -> list[Sample]:
         memory = psutil.virtual_memory()

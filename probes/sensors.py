@@ -5,12 +5,11 @@ error. Some platforms lack the psutil functions altogether.
 """
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import psutil
 
-from probes.base import Sample
+from probes.base import Sample, UnconfiguredProbe
 
 TEMPERATURE = "temperature_celsius"
 TEMPERATURE_HIGH = "temperature_high_celsius"
@@ -53,16 +52,8 @@ def temperature_samples(entry: Any, labels: dict[str, str], now: float) -> list[
     return samples
 
 
-class SensorsProbe:
+class SensorsProbe(UnconfiguredProbe):
     kind: ClassVar[str] = "sensors"
-
-    @dataclass(frozen=True)
-    class Options:
-        pass
-
-    def __init__(self, name: str, options: Options) -> None:
-        self.name = name
-        self.options = options
 
     def collect(self, now: float) -> list[Sample]:
         samples: list[Sample] = []

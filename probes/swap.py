@@ -1,23 +1,14 @@
 """Swap use. A machine without swap reports 0 % used, so "swap filling up" never fires there."""
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 import psutil
 
-from probes.base import Sample
+from probes.base import Sample, UnconfiguredProbe
 
 
-class SwapProbe:
+class SwapProbe(UnconfiguredProbe):
     kind: ClassVar[str] = "swap"
-
-    @dataclass(frozen=True)
-    class Options:
-        pass
-
-    def __init__(self, name: str, options: Options) -> None:
-        self.name = name
-        self.options = options
 
     def collect(self, now: float) -> list[Sample]:
         swap = psutil.swap_memory()
