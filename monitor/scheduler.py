@@ -21,11 +21,12 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from monitor.metrics import Metrics
-from probes.base import Probe, Sample, probe_up_sample
+from probes.base import Probe, Sample, WatchingProbe, probe_up_sample
 
 log = logging.getLogger(__name__)
 
 Sink = Callable[[str, list[Sample]], None]
+WATCH_RETRY = 5.0  # seconds before a failed watcher starts again
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,23 @@ class ProbeRunner:
         labelled.append(probe_up_sample(self.name, self.job.probe.kind, now, error))
         self.sink(self.name, labelled)
 
+    def watch(self, stop: threading.Event) -> None:
+        """Run the probe's `watch` until `stop`; restart it after a pause when it fails."""
+        probe = self.job.probe
+        assert isinstance(probe, WatchingProbe)
+        while not stop.is_set():
+            try:
+                probe.watch(self._emit_event, stop)
+            except Exception as exc:
+                log.warning(
+                    "probe %s: watching failed, retrying in %gs: %s", self.name, WATCH_RETRY, exc
+                )
+                self.metrics.probe_errors.labels(probe=self.name, kind=probe.kind).inc()
+            stop.wait(WATCH_RETRY)
+
+    def _emit_event(self, samples: list[Sample]) -> None:
+        self.sink(self.name, [_with_probe(s, self.name) for s in samples])
+
 
 def _with_probe(sample: Sample, probe: str) -> Sample:
     return dataclasses.replace(sample, labels={**sample.labels, "probe": probe})
@@ -115,6 +133,7 @@ class ProbeScheduler:
             timezone="UTC",
         )
         self.runners: dict[str, ProbeRunner] = {}
+        self._watching: list[threading.Event] = []
 
     def start(self, jobs: Sequence[ScheduledProbe]) -> None:
         self._scheduler.start()
@@ -134,7 +153,25 @@ class ProbeScheduler:
                 misfire_grace_time=max(1, int(job.interval)),
                 next_run_time=datetime.now(UTC),
             )
+        self._restart_watchers()
+
+    def _restart_watchers(self) -> None:
+        """One thread per watching probe; the old set stops first."""
+        self._stop_watchers()
+        for runner in self.runners.values():
+            if isinstance(runner.job.probe, WatchingProbe):
+                stop = threading.Event()
+                threading.Thread(
+                    target=runner.watch, args=(stop,), name=f"watch-{runner.name}", daemon=True
+                ).start()
+                self._watching.append(stop)
+
+    def _stop_watchers(self) -> None:
+        for stop in self._watching:
+            stop.set()
+        self._watching = []
 
     def shutdown(self) -> None:
         # Do not wait: a hung probe thread must not hold up an ordered shutdown.
         self._scheduler.shutdown(wait=False)
+        self._stop_watchers()

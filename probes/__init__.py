@@ -1,30 +1,34 @@
 """Probes: they observe the machine and the services it reaches, and turn that into samples.
 
-`REGISTRY` maps each config `kind` to its probe class. Importing this package reads nothing
-from the system and opens nothing: probes act only when built and collected.
+`REGISTRY` maps each config `kind` to its probe class: every module of this package defines
+one kind (its class has `kind`, `Options` and `collect`). Importing this package reads nothing
+from the system and opens nothing: probes act only when built and collected, and optional
+libraries (a GPU's NVML) are imported only then.
 """
 
-from probes.cpu import CpuProbe
-from probes.disk import DiskProbe
-from probes.http import HttpProbe
-from probes.load import LoadProbe
-from probes.memory import MemoryProbe
-from probes.process import ProcessProbe
-from probes.sensors import SensorsProbe
-from probes.swap import SwapProbe
+import importlib
+import inspect
+import pkgutil
 
-REGISTRY: dict[str, type] = {
-    probe.kind: probe
-    for probe in (
-        CpuProbe,
-        LoadProbe,
-        MemoryProbe,
-        SwapProbe,
-        DiskProbe,
-        SensorsProbe,
-        ProcessProbe,
-        HttpProbe,
-    )
-}
+_NOT_KINDS = {"base"}
+
+
+def _discover() -> dict[str, type]:
+    registry: dict[str, type] = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name in _NOT_KINDS or info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for _name, cls in inspect.getmembers(module, inspect.isclass):
+            if (
+                cls.__module__ == module.__name__
+                and "kind" in vars(cls)
+                and hasattr(cls, "collect")
+            ):
+                registry[cls.kind] = cls
+    return registry
+
+
+REGISTRY: dict[str, type] = _discover()
 
 __all__ = ["REGISTRY"]

@@ -7,8 +7,10 @@ A probe observes; it never decides whether something is wrong. It turns the worl
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, runtime_checkable
 
 
 class Duration(float):
@@ -48,6 +50,22 @@ class Probe(Protocol):
     name: str
 
     def collect(self, now: float) -> list[Sample]: ...
+
+
+Emit = Callable[[list[Sample]], None]
+
+
+@runtime_checkable
+class WatchingProbe(Probe, Protocol):
+    """A probe that can also report the moment something happens, between scheduled runs.
+
+    `watch` blocks in a thread of its own (the scheduler starts it, and restarts it after a
+    pause if it raises), calling `emit(samples)` whenever the kernel tells it something changed
+    (a watched process exited, a log line matched), until `stop` is set. It must wake up at
+    least every second or so to notice `stop`. Scheduled `collect` runs continue as usual.
+    """
+
+    def watch(self, emit: Emit, stop: threading.Event) -> None: ...
 
 
 PROBE_UP = "probe_up"

@@ -116,3 +116,48 @@ def test_samples_get_the_probe_label_and_an_up_sample() -> None:
         Sample("tick", 1.0, 42.0, {"probe": "t"}),
         Sample(PROBE_UP, 1.0, 42.0, {"probe": "t", "kind": "tick"}),
     ]
+
+
+class EventProbe:
+    """Emits a sample each time the test sets `fire`, between scheduled runs."""
+
+    kind: ClassVar[str] = "event"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.fire = threading.Event()
+        self.failed_once = False
+
+    def collect(self, now: float) -> list[Sample]:
+        return []
+
+    def watch(self, emit, stop: threading.Event) -> None:  # type: ignore[no-untyped-def]
+        if not self.failed_once:
+            self.failed_once = True
+            raise OSError("watch set-up failed")  # the scheduler must restart the watcher
+        while not stop.is_set():
+            if self.fire.wait(0.05):
+                self.fire.clear()
+                emit([Sample("event", 1.0, time.time())])
+
+
+def test_watching_probe_reports_between_runs_and_is_restarted(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import monitor.scheduler
+
+    monkeypatch.setattr(monitor.scheduler, "WATCH_RETRY", 0.1)
+    probe, recorder = EventProbe("ev"), Recorder()
+    scheduler = ProbeScheduler(recorder, Metrics())
+    scheduler.start([ScheduledProbe(probe, interval=3600, timeout=1, jitter=0)])
+    try:
+        time.sleep(0.3)  # the first watch failed, the retry is watching now
+        fired = time.monotonic()
+        probe.fire.set()
+        deadline = time.monotonic() + 2
+        while not any(s.metric == "event" for b in recorder.of("ev") for s in b):
+            assert time.monotonic() < deadline, "the event never arrived"
+            time.sleep(0.005)
+        assert time.monotonic() - fired < 0.5
+    finally:
+        scheduler.shutdown()
+    [event] = [s for b in recorder.of("ev") for s in b if s.metric == "event"]
+    assert event.labels == {"probe": "ev"}
