@@ -25,7 +25,7 @@ def _discover() -> dict[str, type]:
                 and "kind" in vars(cls)
                 and hasattr(cls, "collect")
             ):
-                registry[cls.kind] = cls
+                registry[vars(cls)["kind"]] = cls
     return registry
 
 
