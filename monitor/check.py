@@ -90,7 +90,7 @@ def _collect_all(config: Config) -> list[Sample]:
     collected: list[Sample] = []
     runners = [
         ProbeRunner(job, lambda _name, batch: collected.extend(batch), Metrics())
-        for job in build_jobs(config)
+        for job in build_jobs(config, keep_state=False)
     ]
     for runner in runners:  # the first run gives rate-based probes their baseline
         runner.run()

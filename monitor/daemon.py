@@ -28,7 +28,7 @@ from notifiers.base import Channel, TicketBackend
 from notifiers.email import SmtpChannel, SmtpSettings
 from notifiers.render import Renderer
 from probes import REGISTRY
-from probes.base import Sample
+from probes.base import PersistentProbe, Sample
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +62,16 @@ def build_channel(config: Config) -> Channel | None:
     )
 
 
-def build_jobs(config: Config) -> list[ScheduledProbe]:
-    return [
-        ScheduledProbe(REGISTRY[p.kind](p.name, p.options), p.interval, p.timeout, p.jitter)
-        for p in config.probes
-    ]
+def build_jobs(config: Config, *, keep_state: bool = True) -> list[ScheduledProbe]:
+    jobs = []
+    for p in config.probes:
+        probe = REGISTRY[p.kind](p.name, p.options)
+        if keep_state and isinstance(probe, PersistentProbe):
+            directory = Path(config.daemon.state_dir) / "probes" / p.name
+            directory.mkdir(parents=True, exist_ok=True)
+            probe.use_state_dir(directory)
+        jobs.append(ScheduledProbe(probe, p.interval, p.timeout, p.jitter))
+    return jobs
 
 
 def engine_settings(config: Config) -> EngineSettings:

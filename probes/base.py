@@ -10,6 +10,7 @@ import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar, Protocol, runtime_checkable
 
 
@@ -66,6 +67,18 @@ class WatchingProbe(Probe, Protocol):
     """
 
     def watch(self, emit: Emit, stop: threading.Event) -> None: ...
+
+
+@runtime_checkable
+class PersistentProbe(Probe, Protocol):
+    """A probe that keeps something across restarts (a log file's read position).
+
+    The daemon calls `use_state_dir` once, right after building the probe, with a directory of
+    the probe's own under the state directory (created, writable). `forewarn check` does not
+    call it: a one-off check keeps nothing.
+    """
+
+    def use_state_dir(self, directory: Path) -> None: ...
 
 
 PROBE_UP = "probe_up"
