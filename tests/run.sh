@@ -4,18 +4,28 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Debian packages the integration tests run for real: the Nagios plugins (command probe),
+# node_exporter and Prometheus (scrape and promql probes), smartctl, ping, systemd-analyze.
+DEBIAN_PACKAGES="ca-certificates openssl systemd iputils-ping smartmontools
+  monitoring-plugins-basic prometheus-node-exporter prometheus"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  # Debian packages the integration tests run for real (none is a build dependency).
   need=()
-  for pkg in ca-certificates openssl systemd; do
+  for pkg in $DEBIAN_PACKAGES; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
   done
   if [ "${#need[@]}" -gt 0 ]; then
     echo "== installing Debian packages: ${need[*]}"
+    # Packages must not start their services here: the tests start what they need themselves.
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
+      trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
     apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -q \
       --no-install-recommends "${need[@]}"
   fi
+else
+  echo "== not root or no apt-get: install these Debian packages yourself: $DEBIAN_PACKAGES"
 fi
 
 echo "== installing forewarn with its test dependencies"
