@@ -30,8 +30,10 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if k != "FOREWARN_CONFIG"}
     env["STATE_DIRECTORY"] = state
     proc = subprocess.Popen(
-        [sys.executable, "-m", "monitor", "run"], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [sys.executable, "-m", "monitor", "run"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         print(f"warming up {args.warmup:g}s, then measuring {args.window:g}s ...", file=sys.stderr)
