@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the integration tests run for real: the Nagios plugins (command probe),
 # node_exporter and Prometheus (scrape and promql probes), smartctl, ping, systemd-analyze.
-DEBIAN_PACKAGES="ca-certificates openssl systemd iputils-ping smartmontools
+DEBIAN_PACKAGES="ca-certificates openssl systemd iputils-ping smartmontools chrony
   monitoring-plugins-basic prometheus-node-exporter prometheus"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   need=()
