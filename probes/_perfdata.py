@@ -34,6 +34,7 @@ NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 VALUE = re.compile(rf"(?P<number>{NUMBER.pattern}|U)(?P<unit>\S*)")
 PLAIN_UNIT = re.compile(r"[A-Za-z/°]{1,12}")
 PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
+SPACES = re.compile(r"\s*")
 
 _TIME = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
 _OTHER = {"": ("", 1.0), "%": ("percent", 1.0), "c": ("counter", 1.0), "C": ("celsius", 1.0)}
@@ -106,7 +107,8 @@ def parse_perfdata(text: str) -> tuple[Perfdata, ...]:
 
 def _next_token(text: str, start: int) -> tuple[tuple[str, str] | None, int]:
     """((label, rest up to the next space), position after it), or (None, end) at the end."""
-    position = len(text) - len(text[start:].lstrip())
+    spaces = SPACES.match(text, start)
+    position = spaces.end() if spaces else start
     if position >= len(text):
         return None, position
     if text[position] == "'":
@@ -118,7 +120,7 @@ def _next_token(text: str, start: int) -> tuple[tuple[str, str] | None, int]:
     rest = text[position:end]
     if not rest.startswith("="):
         log.debug("perfdata item without '=' skipped: %r", (label + rest)[:80])
-        return ("", ""), end
+        return ("", ""), end  # no label: _parse_item skips it
     return (label, rest[1:]), end
 
 

@@ -45,6 +45,7 @@ Example:
 """
 
 import logging
+import math
 import os
 import re
 import selectors
@@ -79,6 +80,7 @@ MAX_ERROR_CHARS = 200
 POLL_SECONDS = 0.05  # how often to look for the plugin's exit where pidfds are missing
 REAP_SECONDS = 0.5  # a killed process in uninterruptible sleep is left to the kernel after this
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 LIST_HINT = 'write it as a list of arguments, e.g. ["check_load", "-w", "8,6,4"]'
 
 
@@ -103,8 +105,9 @@ def _check_env(env: dict[str, str]) -> None:
 
 
 def _short(text: str) -> str:
+    """The first line, without control characters (a terminal escape), at most 200 chars."""
     lines = text.strip().splitlines()
-    return lines[0].strip()[:MAX_ERROR_CHARS] if lines else ""
+    return CONTROL.sub(" ", lines[0]).strip()[:MAX_ERROR_CHARS] if lines else ""
 
 
 @dataclass(frozen=True)
@@ -251,7 +254,7 @@ def outcome_of(run: PluginRun, timeout: float) -> Outcome:
     status = run.returncode if 0 <= run.returncode <= UNKNOWN else UNKNOWN
     if status == 0:
         return Outcome(status, None, output)
-    text = output.status_text[:MAX_ERROR_CHARS] or _short(run.stderr)
+    text = _short(output.status_text) or _short(run.stderr)
     text = text or f"{STATE_NAMES[status]} with no output"
     if status != run.returncode:
         text = f"exit code {run.returncode}: {text}"
@@ -269,7 +272,7 @@ def perfdata_samples(items: tuple[Perfdata, ...], now: float) -> list[Sample]:
     samples = []
     for item in items:
         labels = {"label": item.label, "uom": item.unit}
-        undetermined = "value undetermined (U)" if item.value != item.value else None
+        undetermined = "value undetermined (U)" if math.isnan(item.value) else None
         samples.append(Sample(PERFDATA, item.value, now, labels, undetermined))
         bounds = {"warn": item.warn, "crit": item.crit, "min": item.min, "max": item.max}
         samples += [
