@@ -1,7 +1,15 @@
-"""Hardware temperatures and fan speeds, as the kernel's hwmon drivers report them.
+"""Hardware temperatures and fan speeds, as the kernel's hwmon drivers report them, and the
+battery of a laptop or of a machine running on one.
 
 A machine without sensors (most VMs and containers) yields no samples; that is not an
 error. Some platforms lack the psutil functions altogether.
+
+Metrics, labelled {sensor, label} (the hwmon chip and its reading, e.g. coretemp, Core 0):
+    temperature_celsius, temperature_high_celsius, temperature_critical_celsius, fan_rpm
+and for the battery (psutil's first battery), labelled {sensor="battery", label="battery"}:
+    battery_percent       charge left
+    battery_plugged       1 on mains power, 0 on the battery (left out when unknown)
+    battery_seconds_left  estimated time left, only while discharging and when known
 """
 
 from collections.abc import Callable, Iterable
@@ -15,6 +23,10 @@ TEMPERATURE = "temperature_celsius"
 TEMPERATURE_HIGH = "temperature_high_celsius"
 TEMPERATURE_CRITICAL = "temperature_critical_celsius"
 FAN = "fan_rpm"
+BATTERY_PERCENT = "battery_percent"
+BATTERY_PLUGGED = "battery_plugged"
+BATTERY_SECONDS_LEFT = "battery_seconds_left"
+BATTERY_LABELS = {"sensor": "battery", "label": "battery"}
 
 
 def _read(function_name: str) -> dict[str, list[Any]]:
@@ -52,6 +64,23 @@ def temperature_samples(entry: Any, labels: dict[str, str], now: float) -> list[
     return samples
 
 
+def battery_samples(now: float) -> list[Sample]:
+    """The battery's charge, power source and time left; nothing without a battery."""
+    read: Callable[[], Any] | None = getattr(psutil, "sensors_battery", None)
+    battery = read() if read is not None else None
+    if battery is None:
+        return []
+    labels = dict(BATTERY_LABELS)
+    samples = [Sample(BATTERY_PERCENT, float(battery.percent), now, labels)]
+    if battery.power_plugged is not None:
+        plugged = 1.0 if battery.power_plugged else 0.0
+        samples.append(Sample(BATTERY_PLUGGED, plugged, now, labels))
+    # psutil says POWER_TIME_UNLIMITED (-2) on mains and POWER_TIME_UNKNOWN (-1) when unsure.
+    if not battery.power_plugged and battery.secsleft >= 0:
+        samples.append(Sample(BATTERY_SECONDS_LEFT, float(battery.secsleft), now, labels))
+    return samples
+
+
 class SensorsProbe(UnconfiguredProbe):
     kind: ClassVar[str] = "sensors"
 
@@ -62,4 +91,4 @@ class SensorsProbe(UnconfiguredProbe):
                 samples.extend(temperature_samples(entry, labels, now))
         for labels, entry in labelled(_read("sensors_fans"), "fan"):
             samples.append(Sample(FAN, float(entry.current), now, labels))
-        return samples
+        return samples + battery_samples(now)

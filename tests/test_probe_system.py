@@ -300,6 +300,9 @@ SENSOR_METRICS = {
     "temperature_high_celsius",
     "temperature_critical_celsius",
     "fan_rpm",
+    "battery_percent",
+    "battery_plugged",
+    "battery_seconds_left",
 }
 
 
@@ -341,4 +344,5 @@ def test_sensors_name_unlabelled_and_repeated_entries_apart(
 def test_sensors_on_a_platform_without_them_is_empty(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delattr(psutil, "sensors_temperatures", raising=False)
     monkeypatch.delattr(psutil, "sensors_fans", raising=False)
+    monkeypatch.delattr(psutil, "sensors_battery", raising=False)
     assert SensorsProbe("sensors", SensorsProbe.Options()).collect(NOW) == []
