@@ -1,4 +1,4 @@
-"""Whether a process runs, and how much CPU and memory it uses.
+"""Whether a process runs, how much CPU and memory it uses, and how often it was started.
 
 A process is found by exact name, by a regular expression searched in its command line,
 or by a pidfile. The daemon's own process never matches a name or a command line: a config
@@ -8,24 +8,64 @@ CPU is measured with `psutil.Process.cpu_percent` on handles the probe keeps bet
 (their previous reading is the baseline), so the figure covers the time since the previous
 collection, and may exceed 100 for a process busy on several cores. A process seen for the
 first time has no baseline yet and counts 0 % on that call.
+
+Exits are seen at once. Between scheduled runs the probe's watcher holds a pidfd
+(`os.pidfd_open`, Linux 5.3 and later) on every matched process and polls them together;
+the moment one becomes readable the process has exited (or turned zombie), and the watcher
+reports a fresh collection, so `process_count` drops within milliseconds rather than at the
+next run. The watcher matches again every few seconds (`RESCAN_SECONDS`), and takes every
+scheduled run's matches too, so a process started since is watched as well. Where pidfds are
+not available (an older kernel, another OS) the watcher does nothing and exits are seen at
+the next scheduled run, as before.
+
+Options (exactly one): `match_name` (exact process name), `match_cmdline` (a regular
+expression searched in the command line joined by spaces), `pidfile`.
+
+Metrics, labels {"process": probe name}:
+- `process_count`: matching processes running now (0 with the reason in `error` when a
+  pidfile names no running process).
+- `process_cpu_percent`: their CPU use since the previous collection, summed.
+- `process_memory_bytes`: their resident memory, summed.
+- `process_starts_total`: processes that appeared since the probe started (a new PID, or the
+  same PID with a new start time), counted whenever the probe looks: scheduled runs, the
+  watcher's exits and rescans. The first look is the baseline and counts nothing. A crash
+  loop shows as a rising counter (`rate` in a rule with a `window`); a process that starts
+  and exits between two looks is not counted, so the figure is a lower bound. Resets when
+  the daemon restarts, like any counter.
+
+Example:
+
+    [[probe]]
+    name = "nginx"
+    kind = "process"
+    pidfile = "/run/nginx.pid"
+    interval = "1m"
 """
 
+import contextlib
 import logging
 import os
 import re
-from collections.abc import Iterator
+import select
+import threading
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
 import psutil
 
-from probes.base import Sample
+from probes.base import Emit, Sample
 
 log = logging.getLogger(__name__)
 
 COUNT = "process_count"
 CPU_PERCENT = "process_cpu_percent"
 MEMORY_BYTES = "process_memory_bytes"
+STARTS = "process_starts_total"
+
+POLL_SECONDS = 0.25  # the longest the watcher waits before it looks at `stop` again
+RESCAN_SECONDS = 5.0  # how often the watcher matches again, for processes started since
 
 MATCHERS = ("match_name", "match_cmdline", "pidfile")
 
@@ -90,6 +130,71 @@ def _check_pattern(pattern: str) -> None:
         raise ValueError(f"match_cmdline is not a valid regular expression: {exc}") from None
 
 
+def pidfd_supported() -> bool:
+    """Whether this kernel and Python can give a pidfd (Linux >= 5.3, Python >= 3.9)."""
+    if not hasattr(os, "pidfd_open"):
+        return False
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:  # ENOSYS on an older kernel, EPERM under a strict seccomp filter
+        return False
+    return True
+
+
+class ExitWatch:
+    """pidfds of the watched processes, polled together: one turns readable when it exits."""
+
+    def __init__(self) -> None:
+        self._poll = select.poll()
+        self._by_fd: dict[int, psutil.Process] = {}
+
+    def watch_only(self, processes: Iterable[psutil.Process]) -> bool:
+        """Watch exactly `processes`; True when one of them had already gone."""
+        wanted = set(processes)
+        for fd, proc in list(self._by_fd.items()):
+            if proc not in wanted:
+                self._forget(fd)
+        watched = set(self._by_fd.values())
+        opened = [self._open(proc) for proc in wanted - watched]
+        return not all(opened)
+
+    def pids(self) -> set[int]:
+        return {proc.pid for proc in self._by_fd.values()}
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds; True when a watched process exited meanwhile."""
+        ready = self._poll.poll(timeout * 1000)
+        for fd, _event in ready:
+            self._forget(fd)
+        return bool(ready)
+
+    def close(self) -> None:
+        for fd in list(self._by_fd):
+            self._forget(fd)
+
+    def _open(self, proc: psutil.Process) -> bool:
+        try:
+            fd = os.pidfd_open(proc.pid)
+        except ProcessLookupError:
+            return False
+        if not proc.is_running():  # the PID was reused between the match and the open
+            os.close(fd)
+            return False
+        self._by_fd[fd] = proc
+        self._poll.register(fd, select.POLLIN)
+        return True
+
+    def _forget(self, fd: int) -> None:
+        self._poll.unregister(fd)
+        del self._by_fd[fd]
+        os.close(fd)
+
+
+def _count_new(before: dict[int, psutil.Process], after: dict[int, psutil.Process]) -> int:
+    """Handles in `after` that `before` did not have: processes started in between."""
+    return sum(1 for pid, handle in after.items() if before.get(pid) is not handle)
+
+
 class ProcessProbe:
     kind: ClassVar[str] = "process"
 
@@ -117,21 +222,60 @@ class ProcessProbe:
         self.name = name
         self.options = options
         self._pattern = re.compile(options.match_cmdline) if options.match_cmdline else None
+        # Scheduled runs and the watcher both track handles: one at a time.
+        self._lock = threading.Lock()
         self._tracked: dict[int, psutil.Process] = {}
+        self._looked = False  # the first look is the baseline of process_starts_total
+        self._starts = 0
+        self._watched_pids: set[int] = set()
 
     def collect(self, now: float) -> list[Sample]:
         labels = {"process": self.name}
-        try:
-            found = self.matching_processes()
-            error = None
-        except PidfileError as exc:
-            found, error = [], str(exc)
-        measured = [m for m in map(usage, self._track(found)) if m is not None]
+        with self._lock:
+            found, error = self._match()
+            measured = [m for m in map(usage, self._track(found)) if m is not None]
+            starts = self._starts
         return [
             Sample(COUNT, float(len(measured)), now, labels, error),
-            Sample(CPU_PERCENT, sum(cpu for cpu, _ in measured), now, labels),
+            Sample(CPU_PERCENT, float(sum(cpu for cpu, _ in measured)), now, labels),
             Sample(MEMORY_BYTES, float(sum(rss for _, rss in measured)), now, labels),
+            Sample(STARTS, float(starts), now, labels),
         ]
+
+    def watch(self, emit: Emit, stop: threading.Event) -> None:
+        """Report a fresh collection the moment a matched process exits (see the module)."""
+        if not pidfd_supported():
+            log.info("process %s: no pidfd here; exits are seen at scheduled runs", self.name)
+            stop.wait()
+            return
+        with contextlib.closing(ExitWatch()) as exits:
+            self._watch_exits(exits, emit, stop)
+
+    def watched_pids(self) -> set[int]:
+        """The PIDs the watcher holds a pidfd on now (empty when it is not running)."""
+        return set(self._watched_pids)
+
+    def _watch_exits(self, exits: ExitWatch, emit: Emit, stop: threading.Event) -> None:
+        next_scan = 0.0
+        while not stop.is_set():
+            if time.monotonic() >= next_scan:
+                self._rescan()
+                next_scan = time.monotonic() + RESCAN_SECONDS
+            with self._lock:
+                already_gone = exits.watch_only(self._tracked.values())
+            self._watched_pids = exits.pids()
+            if exits.wait(POLL_SECONDS) or already_gone:
+                emit(self.collect(time.time()))
+
+    def _rescan(self) -> None:
+        with self._lock:
+            self._track(self._match()[0])
+
+    def _match(self) -> tuple[list[psutil.Process], str | None]:
+        try:
+            return self.matching_processes(), None
+        except PidfileError as exc:
+            return [], str(exc)
 
     def matching_processes(self) -> list[psutil.Process]:
         """The processes that match now. Raises PidfileError when a pidfile names none."""
@@ -163,5 +307,7 @@ class ProcessProbe:
             handle = known if known == proc else _own_handle(proc)
             if handle is not None:
                 tracked[proc.pid] = handle
-        self._tracked = tracked
+        if self._looked:
+            self._starts += _count_new(self._tracked, tracked)
+        self._tracked, self._looked = tracked, True
         return list(tracked.values())

@@ -1,5 +1,12 @@
-"""The http probe against real loopback servers: plain, TLS, refusing, hanging, trickling."""
+"""The http probe against real loopback servers: plain, TLS, refusing, hanging, trickling;
+JSON and body checks, a forwarding/CONNECT proxy and mutual TLS, all on loopback."""
 
+import datetime
+import gzip
+import http.client
+import json
+import math
+import selectors
 import shutil
 import socket
 import ssl
@@ -10,15 +17,35 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+from certs import CertificateAuthority, Issued
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from monitor.config import parse_config
 from probes.base import Duration, Sample
-from probes.http import HttpProbe, redacted_url
+from probes.http import HttpProbe, parse_json_path, redacted_url
 
 NOW = 1_700_000_000.0
 HOSTILE_BODY = b"<script>alert(1)</script> Traceback (most recent call last)\n" * 100
+HEALTH = json.dumps(
+    {
+        "status": "ok",
+        "checks": [
+            {"name": "db", "state": "ok", "latency_ms": 12.5},
+            {"name": "queue", "state": "degraded\n\u001b[31m<b>", "depth": 1200},
+        ],
+        "ready": True,
+        "version": None,
+    }
+).encode()
+JSON_TYPE = {"Content-Type": "application/json"}
+GZIP_JSON = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+LATIN1 = {"Content-Type": "text/plain; charset=iso-8859-1"}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -34,6 +61,13 @@ class Handler(BaseHTTPRequestHandler):
             "/hang": self.hang,
             "/trickle": self.trickle,
             "/need-token": self.need_token,
+            "/health": lambda: self.reply(200, HEALTH, JSON_TYPE),
+            "/hostile": lambda: self.reply(200, HOSTILE_BODY),
+            "/big-json": lambda: self.reply(200, json.dumps(list(range(5000))).encode(), JSON_TYPE),
+            "/deep-json": lambda: self.reply(200, b"[" * 100_000 + b"]" * 100_000, JSON_TYPE),
+            "/gzip-json": lambda: self.reply(200, gzip.compress(HEALTH), GZIP_JSON),
+            "/latin1": lambda: self.reply(200, "Caf\u00e9 ouvert".encode("latin-1"), LATIN1),
+            "/redirect2": lambda: self.reply(302, b"", {"Location": "/redirect"}),
         }
         routes.get(self.path, lambda: self.reply(404, b"no such page\n"))()
 
@@ -261,3 +295,330 @@ def test_a_password_in_the_url_stays_out_of_labels(server: Server) -> None:
 def test_options_are_validated(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         HttpProbe.Options(**options)
+
+
+# --- body checks ---------------------------------------------------------------------------------
+
+
+def test_a_matching_body_regex_is_up(server: Server) -> None:
+    result = check(server.url("/ok"), body_regex=r"^fine$")
+    assert result["http_up"].value == 1.0 and result["http_body_matched"].value == 1.0
+    assert "http_json_matched" not in result
+
+
+def test_a_body_that_does_not_match_is_down_with_a_short_clean_excerpt(server: Server) -> None:
+    result = check(server.url("/hostile"), body_regex="everything is fine")
+    assert result["http_up"].value == 0.0 and result["http_body_matched"].value == 0.0
+    error = result["http_up"].error or ""
+    assert error.startswith('body does not match body_regex; it begins "<script>alert(1)</script>')
+    assert len(error) < 130 and "\n" not in error
+    assert all(s.labels == {"url": server.url("/hostile")} for s in result.values())
+
+
+def test_the_declared_charset_decodes_the_body(server: Server) -> None:
+    assert check(server.url("/latin1"), body_regex="Café ouvert")["http_up"].value == 1.0
+
+
+def test_body_checks_are_not_run_on_a_failed_status(server: Server) -> None:
+    result = check(server.url("/fail"), body_regex="alert")  # in the body, but a 503
+    assert result["http_body_matched"].value == 0.0
+    assert result["http_body_matched"].error == "unexpected status 503"
+
+
+@pytest.mark.parametrize(
+    ("path", "expect", "value"),
+    [
+        ("status", "ok", math.nan),
+        ("checks[0].state", "ok", math.nan),
+        ("checks[0].latency_ms", "12.5", 12.5),
+        ("checks[-1].depth", None, 1200.0),
+        ("ready", "true", 1.0),
+        ("version", "null", math.nan),
+        ("checks", None, math.nan),  # exists: enough without json_expect
+    ],
+)
+def test_json_paths_that_hold(server: Server, path: str, expect: str | None, value: float) -> None:
+    result = check(server.url("/health"), json_path=path, json_expect=expect)
+    assert result["http_up"].value == 1.0, result["http_up"].error
+    assert result["http_json_matched"].value == 1.0
+    got = result["http_json_value"].value
+    assert (math.isnan(got) and math.isnan(value)) or got == value
+
+
+@pytest.mark.parametrize(
+    ("url_path", "path", "expect", "error"),
+    [
+        (
+            "/health", "checks[1].state", "ok",
+            'json_path checks[1].state is "degraded \ufffd[31m<b>", expected \'ok\'',
+        ),
+        ("/health", "checks[2].state", None, "json_path checks[2].state not found in the body"),
+        ("/health", "status.code", None, "json_path status.code not found in the body"),
+        ("/health", "[0]", None, "json_path [0] not found in the body"),
+        ("/ok", "status", None, "body is not JSON: Expecting value: line 1 column 1 (char 0)"),
+        ("/deep-json", "[0]", None, "body is not JSON: maximum recursion depth exceeded"),
+    ],
+)  # fmt: skip
+def test_json_paths_that_fail(
+    server: Server, url_path: str, path: str, expect: str | None, error: str
+) -> None:
+    result = check(server.url(url_path), json_path=path, json_expect=expect)
+    assert result["http_up"].value == 0.0 and result["http_json_matched"].value == 0.0
+    assert (result["http_up"].error or "").startswith(error)
+
+
+def test_json_past_max_body_bytes_is_cut_and_says_so(server: Server) -> None:
+    result = check(server.url("/big-json"), json_path="[0]", max_body_bytes=1000)
+    assert result["http_up"].error == (
+        "body is not JSON (only its first 1000 bytes are read): "
+        "Expecting value: line 1 column 1001 (char 1000)"
+    )
+    assert check(server.url("/big-json"), json_path="[-1]")["http_json_value"].value == 4999.0
+
+
+def test_a_gzip_body_is_decoded_for_the_checks(server: Server) -> None:
+    result = check(server.url("/gzip-json"), json_path="checks[0].name", json_expect="db")
+    assert result["http_up"].value == 1.0
+
+
+@pytest.mark.parametrize(
+    ("path", "steps"),
+    [
+        ("status", ("status",)),
+        ("checks[0].state", ("checks", 0, "state")),
+        ("[0].name", (0, "name")),
+        ("a[1][-1].b-c d", ("a", 1, -1, "b-c d")),
+    ],
+)
+def test_json_path_syntax(path: str, steps: tuple[str | int, ...]) -> None:
+    assert parse_json_path(path) == steps
+
+
+@pytest.mark.parametrize("path", ["", ".a", "a.", "a..b", "a[x]", "a[0", "a.[0]", "a]"])
+def test_json_path_syntax_errors(path: str) -> None:
+    with pytest.raises(ValueError, match=r"is not of the form key\.key"):
+        parse_json_path(path)
+
+
+# --- redirects -----------------------------------------------------------------------------------
+
+
+def test_redirects_are_counted(server: Server) -> None:
+    assert check(server.url("/ok"))["http_redirects"].value == 0.0
+    assert check(server.url("/redirect2"))["http_redirects"].value == 2.0
+    unfollowed = check(server.url("/redirect2"), follow_redirects=False)
+    assert unfollowed["http_redirects"].value == 0.0
+
+
+def test_max_redirects_bounds_the_chain(server: Server) -> None:
+    assert check(server.url("/redirect2"), max_redirects=2)["http_up"].value == 1.0
+    result = check(server.url("/redirect2"), max_redirects=1)
+    assert_failed(result, 0, "too many redirects")
+    assert math.isnan(result["http_redirects"].value)
+
+
+# --- a proxy on loopback -------------------------------------------------------------------------
+
+
+class ProxyHandler(BaseHTTPRequestHandler):
+    """Forwards absolute-form GETs and tunnels CONNECT: what a forward proxy does."""
+
+    seen: list[str]
+
+    def do_GET(self) -> None:
+        self.seen.append(f"GET {self.path}")
+        target = urlsplit(self.path)
+        upstream = http.client.HTTPConnection(target.hostname or "", target.port, timeout=5)
+        upstream.request("GET", target.path or "/", headers={"Host": target.netloc})
+        answer = upstream.getresponse()
+        body = answer.read()
+        self.send_response(answer.status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_CONNECT(self) -> None:
+        self.seen.append(f"CONNECT {self.path}")
+        host, port = self.path.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=5) as upstream:
+            self.send_response(200, "Connection established")
+            self.end_headers()
+            self.wfile.flush()
+            tunnel(self.connection, upstream)
+        self.close_connection = True
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def tunnel(client: socket.socket, upstream: socket.socket) -> None:
+    """Copy bytes both ways until either side closes."""
+    with selectors.DefaultSelector() as selector:
+        selector.register(client, selectors.EVENT_READ, upstream)
+        selector.register(upstream, selectors.EVENT_READ, client)
+        while True:
+            for key, _ in selector.select(timeout=5):
+                data = key.fileobj.recv(65536)  # type: ignore[union-attr]
+                if not data:
+                    return
+                key.data.sendall(data)
+
+
+@pytest.fixture(scope="module")
+def proxy() -> Iterator[tuple[str, list[str]]]:
+    seen: list[str] = []
+    handler = type("BoundProxy", (ProxyHandler,), {"seen": seen})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", seen
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_a_plain_url_goes_through_the_proxy(
+    server: Server, proxy: tuple[str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    address, seen = proxy
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")  # the config's proxy wins
+    result = check(server.url("/health"), proxy=address, json_path="status", json_expect="ok")
+    assert result["http_up"].value == 1.0
+    assert f"GET {server.url('/health')}" in seen
+
+
+def test_an_https_url_is_tunnelled_with_connect(
+    trusted_server: Server, ca_file: Path, proxy: tuple[str, list[str]]
+) -> None:
+    address, seen = proxy
+    result = check(trusted_server.url("/ok"), proxy=address, ca_file=str(ca_file))
+    assert result["http_up"].value == 1.0, result["http_up"].error
+    port = trusted_server.httpd.server_address[1]
+    assert f"CONNECT 127.0.0.1:{port}" in seen
+
+
+def test_a_proxy_that_is_down_says_so(server: Server) -> None:
+    result = check(server.url("/ok"), proxy=f"http://127.0.0.1:{closed_port()}")
+    assert_failed(result, 0, "proxy error: connection refused")
+
+
+# --- TLS with our own CA, and client certificates ------------------------------------------------
+
+
+def client_certificate(ca: CertificateAuthority, name: str) -> Issued:
+    """A leaf for TLS clients (tests/certs.py makes server leaves: serverAuth only)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca.key, hashes.SHA256())
+    )
+    return Issued(cert, key)
+
+
+@pytest.fixture(scope="module")
+def ca() -> CertificateAuthority:
+    return CertificateAuthority()
+
+
+@pytest.fixture(scope="module")
+def tls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("tls")
+
+
+@pytest.fixture(scope="module")
+def ca_file(ca: CertificateAuthority, tls_dir: Path) -> Path:
+    return ca.write(tls_dir)
+
+
+@pytest.fixture(scope="module")
+def trusted_server(ca: CertificateAuthority, tls_dir: Path) -> Iterator[Server]:
+    running = Server(ca.issue("127.0.0.1").server_context(tls_dir, "trusted"))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def mtls_server(ca: CertificateAuthority, tls_dir: Path, ca_file: Path) -> Iterator[Server]:
+    context = ca.issue("127.0.0.1").server_context(tls_dir, "mtls")
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_verify_locations(cafile=str(ca_file))
+    running = Server(context)
+    yield running
+    running.stop()
+
+
+def test_ca_file_trusts_a_private_ca(trusted_server: Server, ca_file: Path) -> None:
+    url = trusted_server.url("/ok")
+    assert check(url, ca_file=str(ca_file))["http_up"].value == 1.0
+    unknown_ca = "TLS error: certificate verify failed: unable to get local issuer certificate"
+    assert_failed(check(url), 0, unknown_ca)
+
+
+def test_a_client_certificate_opens_a_mutual_tls_server(
+    mtls_server: Server, ca: CertificateAuthority, ca_file: Path, tls_dir: Path
+) -> None:
+    cert, key = client_certificate(ca, "forewarn").write(tls_dir, "client")
+    url = mtls_server.url("/ok")
+    result = check(url, ca_file=str(ca_file), client_cert=str(cert), client_key=str(key))
+    assert result["http_up"].value == 1.0, result["http_up"].error
+    combined = tls_dir / "client-combined.pem"
+    combined.write_bytes(cert.read_bytes() + key.read_bytes())
+    assert check(url, ca_file=str(ca_file), client_cert=str(combined))["http_up"].value == 1.0
+
+
+def test_without_its_client_certificate_a_mutual_tls_server_refuses(
+    mtls_server: Server, ca_file: Path
+) -> None:
+    result = check(mtls_server.url("/ok"), ca_file=str(ca_file))
+    error = result["http_up"].error or ""
+    assert result["http_up"].value == 0.0
+    # TLS 1.3: the server refuses after the client's side of the handshake is done, so the
+    # client learns it from an alert or, as with this server, from the connection's end.
+    assert error in (
+        "TLS error: tlsv13 alert certificate required",
+        "TLS error: EOF occurred in violation of protocol",
+        "connection reset by peer",
+        "connection closed without a response",
+    ), error
+
+
+def test_an_unreadable_certificate_file_is_named(mtls_server: Server, tmp_path: Path) -> None:
+    missing = tmp_path / "client.pem"
+    result = check(mtls_server.url("/ok"), verify_tls=False, client_cert=str(missing))
+    assert_failed(result, 0, f"cannot read client_cert {missing}")
+
+
+# --- the new options' validation -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"json_expect": "ok"}, "json_expect needs json_path"),
+        ({"json_path": "a..b"}, r"is not of the form key\.key"),
+        ({"body_regex": "(unclosed"}, "body_regex is not a valid regular expression"),
+        ({"method": "HEAD", "body_regex": "x"}, "not with method HEAD"),
+        ({"max_body_bytes": 0}, "max_body_bytes must be between 1 and 64 MiB"),
+        ({"client_key": "/k.pem"}, "client_key needs client_cert"),
+        ({"ca_file": "/ca.pem", "verify_tls": False}, "ca_file has no effect"),
+        ({"proxy": "socks5://127.0.0.1:1080"}, "proxy must start with http:// or https://"),
+        ({"proxy": "http://user:pw@proxy:3128"}, "proxy must not hold a password"),
+        ({"max_redirects": -1}, "max_redirects must be between 0 and 100"),
+    ],
+)
+def test_body_proxy_and_tls_options_are_validated(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        HttpProbe.Options(url="http://h/", **options)
+
+
+def test_the_proxy_stays_out_of_the_options_repr() -> None:
+    options = HttpProbe.Options(url="http://h/", proxy="http://proxy.internal:3128")
+    assert "proxy.internal" not in repr(options)

@@ -12,12 +12,50 @@ import pytest
 from probes import REGISTRY
 from probes.base import Duration, Sample
 
-ALLOWED_OPTION_TYPES: set[Any] = {str, int, float, bool, Duration, list[str], list[int]}
+ALLOWED_OPTION_TYPES: set[Any] = {
+    str,
+    int,
+    float,
+    bool,
+    Duration,
+    list[str],
+    list[int],
+    dict[str, str],
+}
 ALLOWED_OPTION_TYPES |= {t | None for t in ALLOWED_OPTION_TYPES}
 
+# Port 9 (discard) on loopback: nothing listens there, so network kinds fail fast and locally.
 REQUIRED_OPTIONS: dict[str, dict[str, Any]] = {
     "process": {"match_name": "forewarn-test-none"},
     "http": {"url": "http://127.0.0.1:9/"},
+    "command": {"command": ["check_dummy", "0"]},
+    "scrape": {"url": "http://127.0.0.1:9/metrics"},
+    "promql": {"url": "http://127.0.0.1:9", "query": "up"},
+    "tls": {"host": "127.0.0.1", "port": 9},
+    "tcp": {"host": "127.0.0.1", "port": 9},
+    "dns": {"query_name": "localhost", "server": "127.0.0.1", "port": 9},
+    "ping": {"host": "127.0.0.1"},
+    "systemd": {"units": ["forewarn-test-none.service"]},
+    "logfile": {"path": "/nonexistent/forewarn-test.log", "patterns": ["error"]},
+}
+
+ISSUE_3_KINDS = {
+    "diskio",
+    "net",
+    "system",
+    "clock",
+    "smart",
+    "raid",
+    "gpu",
+    "tls",
+    "tcp",
+    "dns",
+    "ping",
+    "systemd",
+    "logfile",
+    "command",
+    "scrape",
+    "promql",
 }
 
 
@@ -32,6 +70,7 @@ def build(kind: str) -> Any:
 
 def test_registry_has_every_kind_under_its_own_name() -> None:
     expected = {"cpu", "load", "memory", "swap", "disk", "sensors", "process", "http"}
+    expected |= ISSUE_3_KINDS
     assert set(REGISTRY) == expected
     assert all(probe_class(kind).kind == kind for kind in REGISTRY)
 
