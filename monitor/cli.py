@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from monitor import views
+from monitor import silence_cli, views
 from monitor.config import Config, ConfigError, load_config
 
 EXIT_OK = 0
@@ -128,6 +128,13 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     return views.incidents(config, args)
 
 
+def cmd_silences(args: argparse.Namespace) -> int:
+    config = load_or_report(find_config(args.config))
+    if config is None:
+        return EXIT_CONFIG
+    return silence_cli.silences(config, args)
+
+
 # --- parser -------------------------------------------------------------------------------
 
 
@@ -176,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     action_opts = _options(suppress=True)
     views.add_ticket_commands(sub, [config_opt, json_opt], action_opts, cmd_tickets)
     views.add_incident_commands(sub, [config_opt, json_opt], action_opts, cmd_incidents)
+    silence_cli.add_commands(sub, [config_opt, json_opt], action_opts, cmd_silences)
     return parser
 
 

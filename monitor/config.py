@@ -5,23 +5,29 @@ Each error reads `path: message (line N)`, e.g.
 Each section is validated by the annotated fields of a dataclass, with the same code
 (`monitor.schema`) that checks each probe kind's `Options`; this module holds the sections,
 the checks between them, and the checks of the values only the config has.
+
+Every config gets the built-in dead-man rule `probe_stale` (see `PROBE_STALE_RULE`) unless it
+defines a rule of that name itself, and `stale_after` says when a probe counts as stale.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib.resources
 import logging
+import math
 import os
 import re
 import socket
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jinja2 import TemplateSyntaxError
+from jinja2 import TemplateSyntaxError, nodes
+from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from monitor.durations import at_least, format_duration
@@ -46,16 +52,21 @@ from monitor.schema import build_options as build_options  # re-exported: part o
 from notifiers import TICKET_BACKENDS
 from probes import REGISTRY
 from probes.base import Duration
-from rules.condition import Condition
+from rules.condition import Condition, compile_condition
 from rules.model import Rule, Severity
+from rules.silences import MaintenanceWindow, Matcher, parse_matcher
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SOURCE = "<built-in default config>"
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _METRIC = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
+_LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TEMPLATES = ImmutableSandboxedEnvironment()
 _WATCHDOG_GRACE = 1.0  # seconds the scheduler waits beyond a probe's own timeout
+TREND_RUNS = 4  # a rule's window spans at least this many runs of its probe
+MAX_CHECKS = 1000  # the longest X-within-Y memory, per series
+_TREND_VARIABLES = ("eta", "rate", "slope")  # what a condition sees only with a window
 
 
 class ConfigError(Exception):
@@ -87,6 +98,38 @@ def _check_template(source: str) -> None:
     except TemplateSyntaxError as exc:
         message = f"not a valid template: {exc.message} (template line {exc.lineno})"
         raise ValueError(message) from None
+
+
+def _check_label_names(values: tuple[str, ...]) -> None:
+    for value in values:
+        if not _LABEL.fullmatch(value):
+            raise ValueError(f"{show(value)} is not a label name; use letters, digits and _")
+    _check_no_repeats(values)
+
+
+def _check_rule_names(values: tuple[str, ...]) -> None:
+    for value in values:
+        _check_name(value)
+    _check_no_repeats(values)
+
+
+def _check_no_repeats(values: tuple[str, ...]) -> None:
+    repeated = [value for number, value in enumerate(values) if value in values[:number]]
+    if repeated:
+        raise ValueError(f"{show(repeated[0])} is listed twice")
+
+
+def _check_level(value: float) -> None:
+    if not math.isfinite(value):  # TOML has inf and nan
+        raise ValueError(f"{value} is not a level; write a finite number")
+
+
+def _between(low: int, high: int) -> Callable[[int], None]:
+    def check(value: int) -> None:
+        if not low <= value <= high:
+            raise ValueError(f"{value} is out of range; use {low} to {high}")
+
+    return check
 
 
 def _listen_address(value: str) -> tuple[str, int] | None:
@@ -178,6 +221,40 @@ class Config:
     probes: tuple[ProbeConfig, ...]
     rules: tuple[Rule, ...]
     source: str
+    maintenance: tuple[MaintenanceWindow, ...] = ()
+
+
+def stale_after(probe: ProbeConfig) -> float:
+    """Seconds without a result after which `probe` counts as stale: three missed runs.
+
+    Three intervals, plus the timeout of the run that may be under way at the end of them.
+    """
+    return 3 * probe.interval + probe.timeout
+
+
+PROBE_STALE = "probe_stale"
+# The dead-man rule: the daemon samples `probe_stale{probe,kind}`, 1 once a probe has not
+# reported for `stale_after`. A config overrides it with a rule of the same name.
+PROBE_STALE_RULE = Rule(
+    name=PROBE_STALE,
+    metric=PROBE_STALE,
+    condition=compile_condition("value == 1"),
+    severity=Severity.WARNING,
+    summary="Probe {{ labels.probe }} stopped reporting",
+    description=(
+        "forewarn got no result from this probe for longer than three of its intervals: the "
+        "scheduler or the probe itself is stuck. So its other alerts cannot be trusted: a "
+        "problem it would show goes unnoticed until it reports again. The daemon's log "
+        "(journalctl -u forewarn) says what the probe was doing."
+    ),
+    category="monitoring",
+)
+
+
+def _with_builtin_rules(rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
+    if any(rule.name == PROBE_STALE for rule in rules):
+        return rules
+    return (*rules, PROBE_STALE_RULE)
 
 
 @dataclass(frozen=True)
@@ -200,6 +277,7 @@ class _RuleKeys:
     clear: Condition | None = None
     critical: Condition | None = None
     severity: Severity = Severity.WARNING
+    priority: str = field(default="", metadata={"check": one_of("high", "medium", "low")})
     probe: str | None = None
     summary: str = field(default="", metadata={"check": _check_template})
     description: str = ""  # plain text: shown as written, not rendered
@@ -207,11 +285,66 @@ class _RuleKeys:
     service: str = ""
     category: str = ""
     notify_users: bool = False
+    keep_firing_for: Duration = field(default=Duration(0))
+    window: Duration | None = field(default=None, metadata={"check": at_least(1.0)})
+    predict: float | None = field(default=None, metadata={"check": _check_level})
+    predict_falling: bool = False
+    times: int | None = field(default=None, metadata={"check": _between(1, MAX_CHECKS)})
+    checks: int | None = field(default=None, metadata={"check": _between(1, MAX_CHECKS)})
+    flap_detection: bool = True
+    depends_on: tuple[str, ...] = field(default=(), metadata={"check": _check_rule_names})
+    depends_match: tuple[str, ...] = field(default=(), metadata={"check": _check_label_names})
+    group_by: tuple[str, ...] | None = field(default=None, metadata={"check": _check_label_names})
+    group_wait: Duration = field(default=Duration(0))
 
     def to_rule(self) -> Rule:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         values["for_seconds"] = float(values.pop("for_"))
+        values["keep_firing_for"] = float(self.keep_firing_for)
+        values["group_wait"] = float(self.group_wait)
+        # Rule says "none" with 0 where the keys tell "not given" (None) from a value.
+        values.update(window=float(self.window or 0), times=self.times or 0)
+        values.update(checks=self.checks or 0)
         return Rule(**values)
+
+
+@dataclass(frozen=True)
+class _Known:
+    """What a rule may refer to, from the raw tables (so that a probe or rule with errors of
+    its own does not also fail the rules that name it), and the intervals of parsed probes."""
+
+    probes: set[str]
+    rules: set[str]
+    intervals: dict[str, float]
+
+
+def _window_check(key: str) -> Callable[[Any], None]:
+    """Check one key of a [[maintenance]] with MaintenanceWindow's own validation, so that its
+    error lands on that key: the other arguments are ones it accepts."""
+    valid = {"name": "-", "cron": "0 0 * * *", "duration": 1.0}
+    valid["matchers"] = (parse_matcher('rule=~".+"'),)
+
+    def check(value: Any) -> None:
+        try:
+            MaintenanceWindow(**{**valid, key: value})
+        except ValueError as exc:
+            raise ValueError(str(exc).removeprefix("maintenance window -: ")) from None
+
+    return check
+
+
+@dataclass(frozen=True)
+class _MaintenanceKeys:
+    name: str = field(metadata={"check": _check_name})
+    cron: str = field(metadata={"check": _window_check("cron")})
+    duration: Duration = field(metadata={"check": at_least(1.0)})
+    matchers: tuple[Matcher, ...] = field(metadata={"check": _window_check("matchers")})
+    comment: str = ""
+    timezone: str = field(default="UTC", metadata={"check": _window_check("timezone")})
+
+    def to_window(self) -> MaintenanceWindow:
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return MaintenanceWindow(**values | {"duration": float(self.duration)})
 
 
 # --- sections ------------------------------------------------------------------------------------
@@ -329,40 +462,179 @@ def _run_timeout(written: float | None, options: Any, interval: float) -> float:
     return min(10.0, interval) if written is None else float(written)
 
 
-def _parse_rules(tables: list[Any], probe_names: set[str], ctx: Context) -> list[Rule | None]:
+def _parse_rules(tables: list[Any], known: _Known, ctx: Context) -> list[Rule | None]:
     names: dict[str, str] = {}
-    parsed: list[Rule | None] = []
+    parsed: list[tuple[Table, Rule | None]] = []
     for number, table in enumerate(tables, 1):
         where = Table(f"rule[{number}]", "rule", number)
+        if not _is_table(table, where, ctx):
+            parsed.append((where, None))
+            continue
+        _check_unique(table.get("name"), where, names, ctx)
+        where = where.named(table.get("name"))
+        parsed.append((where, _parse_rule(table, where, known, ctx)))
+    _check_cycles(parsed, ctx)
+    return [rule for _, rule in parsed]
+
+
+def _parse_rule(table: dict[str, Any], where: Table, known: _Known, ctx: Context) -> Rule | None:
+    keys = build(_RuleKeys, table, where, ctx)
+    if keys is None:
+        return None
+    problems = list(_rule_problems(keys, known))
+    for key, message in problems:
+        ctx.add(where, key, message)
+    return None if problems else keys.to_rule()
+
+
+def _names(tables: list[Any]) -> set[str]:
+    return {t["name"] for t in tables if isinstance(t, dict) and isinstance(t.get("name"), str)}
+
+
+# Each check yields (key, message) for what a rule's keys say together.
+_Problems = Iterator[tuple[str, str]]
+
+
+def _rule_problems(keys: _RuleKeys, known: _Known) -> _Problems:
+    if keys.probe is not None and keys.probe not in known.probes:
+        named = f"(probes: {listing(known.probes)})"
+        yield "probe", f"no [[probe]] is named {show(keys.probe)} {named}"
+    yield from _trend_problems(keys, known)
+    yield from _variable_problems(keys)
+    yield from _count_problems(keys)
+    yield from _dependency_problems(keys, known)
+    if keys.group_wait > 0 and keys.group_by is None:
+        yield "group_wait", "only means something with group_by (the labels alerts share)"
+
+
+def _trend_problems(keys: _RuleKeys, known: _Known) -> _Problems:
+    if keys.predict is not None and keys.window is None:
+        yield "predict", 'needs a window, the history the trend is fitted over: e.g. window = "6h"'
+    if keys.predict_falling and keys.predict is None:
+        yield "predict_falling", "only means something with predict (the level to fall to)"
+    interval = known.intervals.get(keys.probe or "")
+    if keys.window is None or interval is None or keys.window >= TREND_RUNS * interval:
+        return
+    runs, shortest = format_duration(interval), format_duration(TREND_RUNS * interval)
+    message = (
+        f"{format_duration(keys.window)} is too short for probe {show(keys.probe)}, which runs "
+        f"every {runs}; use at least {shortest} ({TREND_RUNS} runs), so that a trend has points"
+    )
+    yield "window", message
+
+
+def _variable_problems(keys: _RuleKeys) -> _Problems:
+    # Without a window, `eta`, `rate` and `slope` are never known: the condition could never hold.
+    for role in ("condition", "clear", "critical"):
+        condition = getattr(keys, role)
+        used = _variables(condition.source) if condition is not None else set()
+        trend = [name for name in _TREND_VARIABLES if name in used]
+        if trend and keys.window is None:
+            yield role, f'uses {trend[0]}, which needs a window of history: e.g. window = "1h"'
+        elif "eta" in used and keys.predict is None:
+            yield role, "uses eta, the time until the trend reaches predict; there is no predict"
+
+
+def _variables(expression: str) -> set[str]:
+    """The names an expression reads; it compiled already, so it parses."""
+    parsed = Parser(_TEMPLATES, expression, state="variable").parse_expression()
+    return {name.name for name in parsed.find_all(nodes.Name) if name.ctx == "load"}
+
+
+def _count_problems(keys: _RuleKeys) -> _Problems:
+    if (keys.times is None) != (keys.checks is None):
+        missing = "checks" if keys.checks is None else "times"
+        meaning = "the condition held `times` times in the last `checks` checks"
+        yield missing, f"times and checks go together ({meaning}); give both or neither"
+    elif keys.times is not None and keys.checks is not None and keys.times > keys.checks:
+        yield "times", f"{keys.times} is more than checks ({keys.checks})"
+
+
+def _dependency_problems(keys: _RuleKeys, known: _Known) -> _Problems:
+    for target in keys.depends_on:
+        if target == keys.name:
+            yield "depends_on", "a rule cannot depend on itself"
+        elif target not in known.rules:
+            close = difflib.get_close_matches(target, sorted(known.rules), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            yield "depends_on", f"no [[rule]] is named {show(target)}{hint}"
+    if keys.depends_match and not keys.depends_on:
+        yield "depends_match", "only means something with depends_on (the rules it depends on)"
+
+
+def _check_cycles(parsed: list[tuple[Table, Rule | None]], ctx: Context) -> None:
+    """Report each dependency cycle once, at its rule that comes first in the file."""
+    where: dict[str, Table] = {}
+    graph: dict[str, tuple[str, ...]] = {}
+    for table, rule in parsed:
+        if rule is not None and rule.name not in graph:
+            where[rule.name], graph[rule.name] = table, rule.depends_on
+    position = {name: number for number, name in enumerate(graph)}
+    for cycle in _cycles(graph):
+        first = min(range(len(cycle)), key=lambda index: position[cycle[index]])
+        path = " -> ".join([*cycle[first:], *cycle[:first], cycle[first]])
+        ctx.add(where[cycle[first]], "depends_on", f"dependency cycle {path}")
+
+
+def _cycles(graph: Mapping[str, tuple[str, ...]]) -> list[list[str]]:
+    """The cycles a depth-first walk meets (at least one in each tangle), without self-loops."""
+    cycles: list[list[str]] = []
+    done: set[str] = set()
+    for start in graph:
+        if start not in done:
+            _walk(graph, start, done, cycles)
+    return cycles
+
+
+def _walk(
+    graph: Mapping[str, tuple[str, ...]], start: str, done: set[str], cycles: list[list[str]]
+) -> None:
+    # Iterative, so that a long chain of dependencies cannot exhaust the stack.
+    path, on_path, pending = [start], {start}, [iter(graph[start])]
+    while pending:
+        target = next(pending[-1], None)
+        if target is None:
+            done.add(path[-1])
+            on_path.discard(path.pop())
+            pending.pop()
+        elif target in on_path and target != path[-1]:  # a self-loop is reported on its own
+            cycles.append(path[path.index(target) :])
+        elif target in graph and target not in done and target not in on_path:
+            path.append(target)
+            on_path.add(target)
+            pending.append(iter(graph[target]))
+
+
+# --- maintenance windows -------------------------------------------------------------------------
+
+
+def _parse_maintenance(tables: list[Any], ctx: Context) -> list[MaintenanceWindow | None]:
+    names: dict[str, str] = {}
+    parsed: list[MaintenanceWindow | None] = []
+    for number, table in enumerate(tables, 1):
+        where = Table(f"maintenance[{number}]", "maintenance", number)
         if not _is_table(table, where, ctx):
             parsed.append(None)
             continue
         _check_unique(table.get("name"), where, names, ctx)
-        parsed.append(_parse_rule(table, where.named(table.get("name")), probe_names, ctx))
+        parsed.append(_parse_window(table, where.named(table.get("name")), ctx))
     return parsed
 
 
-def _parse_rule(
-    table: dict[str, Any], where: Table, probe_names: set[str], ctx: Context
-) -> Rule | None:
-    keys = build(_RuleKeys, table, where, ctx)
+def _parse_window(table: dict[str, Any], where: Table, ctx: Context) -> MaintenanceWindow | None:
+    keys = build(_MaintenanceKeys, table, where, ctx)
     if keys is None:
         return None
-    if keys.probe is not None and keys.probe not in probe_names:
-        named = f"(probes: {listing(probe_names)})"
-        ctx.add(where, "probe", f"no [[probe]] is named {show(keys.probe)} {named}")
+    try:
+        return keys.to_window()
+    except ValueError as exc:  # each key passed on its own: only a combination can fail here
+        ctx.add(where, None, str(exc))
         return None
-    return keys.to_rule()
-
-
-def _probe_names(tables: list[Any]) -> set[str]:
-    # From the raw tables, so a probe with some other error does not also fail its rules.
-    return {t["name"] for t in tables if isinstance(t, dict) and isinstance(t.get("name"), str)}
 
 
 # --- the whole file ------------------------------------------------------------------------------
 
-_SECTIONS = ("daemon", "helpdesk", "smtp", "notify", "probe", "rule")
+_SECTIONS = ("daemon", "helpdesk", "smtp", "notify", "probe", "rule", "maintenance")
 
 
 def _parse_document(data: Mapping[str, Any], source: str, ctx: Context) -> Config | None:
@@ -370,13 +642,25 @@ def _parse_document(data: Mapping[str, Any], source: str, ctx: Context) -> Confi
     daemon = _parse_daemon(_section(data, "daemon", ctx) or {}, ctx)
     helpdesk = _parse_helpdesk(_section(data, "helpdesk", ctx) or {}, ctx)
     smtp, notify = _parse_delivery(data, ctx)
-    probe_tables = _array(data, "probe", ctx)
-    probe_list = _parse_probes(probe_tables, ctx)
-    rule_list = _parse_rules(_array(data, "rule", ctx), _probe_names(probe_tables), ctx)
+    probes, rules = _parse_probes_and_rules(data, ctx)
+    windows = tuple(filter(None, _parse_maintenance(_array(data, "maintenance", ctx), ctx)))
     if ctx.errors or daemon is None or helpdesk is None or notify is None:
         return None
-    probes_ok, rules_ok = tuple(filter(None, probe_list)), tuple(filter(None, rule_list))
-    return Config(daemon, helpdesk, smtp, notify, probes_ok, rules_ok, source)
+    rules = _with_builtin_rules(rules)
+    return Config(daemon, helpdesk, smtp, notify, probes, rules, source, windows)
+
+
+def _parse_probes_and_rules(
+    data: Mapping[str, Any], ctx: Context
+) -> tuple[tuple[ProbeConfig, ...], tuple[Rule, ...]]:
+    probe_tables, rule_tables = _array(data, "probe", ctx), _array(data, "rule", ctx)
+    probes = tuple(filter(None, _parse_probes(probe_tables, ctx)))
+    known = _Known(
+        probes=_names(probe_tables),
+        rules=_names(rule_tables) | {PROBE_STALE},
+        intervals={probe.name: probe.interval for probe in probes},
+    )
+    return probes, tuple(filter(None, _parse_rules(rule_tables, known, ctx)))
 
 
 def _parse_delivery(

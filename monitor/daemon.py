@@ -16,7 +16,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from monitor.config import Config, ConfigError, load_config
+from monitor.config import PROBE_STALE, Config, ConfigError, load_config, stale_after
 from monitor.dispatcher import Dispatcher
 from monitor.engine import Engine, EngineSettings
 from monitor.metrics import Metrics, serve
@@ -33,6 +33,7 @@ from probes.base import PersistentProbe, Sample
 log = logging.getLogger(__name__)
 
 STATE_FILE = "forewarn.db"
+TICK = 1.0  # seconds between evaluations of what happens without samples
 
 
 def state_path(config: Config) -> Path:
@@ -83,6 +84,8 @@ def engine_settings(config: Config) -> EngineSettings:
         helpdesk_emails=tuple(config.notify.helpdesk),
         user_emails=tuple(config.notify.users),
         email_enabled=config.smtp is not None,
+        maintenance=config.maintenance,
+        stale_after={p.name: stale_after(p) for p in config.probes},
     )
 
 
@@ -113,6 +116,8 @@ class Daemon:
         )
         self.scheduler = ProbeScheduler(self._receive, self.metrics)
         self._server: Any = None
+        self._started = self._last_tick = time.time()
+        self._reported: dict[str, float] = {}  # probe name -> when it last reported
 
     def _open_incidents(self) -> float:
         return float(self.store.query("SELECT COUNT(*) FROM incident WHERE status='open'")[0][0])
@@ -121,6 +126,7 @@ class Daemon:
         """Called from scheduler threads: hand over to the main loop."""
         if probe not in self.scheduler.runners:  # a run that outlived its probe's removal
             return
+        self._reported[probe] = time.time()
         self.metrics.samples.update(probe, samples)
         self.samples.put((probe, samples))
 
@@ -152,6 +158,7 @@ class Daemon:
         )
         while not self.flags.stop.is_set():
             self._process_pending(timeout=0.5)
+            self._tick(time.time())
             if self.flags.reload.is_set():
                 self.flags.reload.clear()
                 self.reload()
@@ -167,6 +174,29 @@ class Daemon:
                 self.dispatcher.wake()
         except Exception:  # e.g. the disk is full: these samples are lost, the next ones come
             log.exception("could not evaluate %d samples", len(batch))
+
+    def _tick(self, now: float) -> None:
+        """Once a second: the dead-man samples, stale series, and mutes that ended."""
+        if now - self._last_tick < TICK:
+            return
+        self._last_tick = now
+        try:
+            changed = self.engine.process(self._staleness(now), now) + self.engine.tick(now)
+        except Exception:
+            log.exception("periodic evaluation failed")
+            return
+        if changed:
+            self.dispatcher.wake()
+
+    def _staleness(self, now: float) -> list[Sample]:
+        """`probe_stale` 1 for every probe that has not reported for its `stale_after`."""
+        samples = []
+        for probe in self.config.probes:
+            last = self._reported.get(probe.name, self._started)
+            value = 1.0 if now - last > stale_after(probe) else 0.0
+            labels = {"probe": probe.name, "kind": probe.kind}
+            samples.append(Sample(PROBE_STALE, value, now, labels))
+        return samples
 
     def _take_batch(self, timeout: float) -> list[Sample]:
         try:

@@ -147,7 +147,9 @@ class Dispatcher:
         if self.store.ticket_for(row.incident_id) is not None:
             self._done(row, None)
             return
-        context = row.payload["context"]
+        # The alerts as they are now: a grouped incident's ticket waits `group_wait` so that
+        # alerts firing together all appear in it.
+        context = dict(row.payload["context"], alerts=self.store.members(row.incident_id))
         marker = context["incident"]["marker"]
         found = self.backend.find_by_marker(marker) if row.attempts > 0 else None
         if found is None:

@@ -1,62 +1,54 @@
-"""Applies the rule engine's decisions to the state store.
+"""Applies the rule engine to samples and to the passing of time, and records the outcome.
 
-Samples come in; `rules` says what changed; this module writes the new alert states, the
-incident rows, the event log and the outbox rows of every side effect, all in one transaction.
-It never talks to a help desk or a mail server: the dispatcher does, from the outbox.
+Samples come in; `rules` says how each alert moves and what that means for its incident; the
+lifecycle writes the alert states, incidents, events and outbox rows, all in one transaction
+per batch. `tick` handles what happens without samples: series that stopped reporting, and
+incidents whose silence or maintenance window ended while their problem goes on. Nothing here
+talks to a help desk or a mail server: the dispatcher does, from the outbox.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from monitor import store as st
+from monitor.lifecycle import Change, EngineSettings, Lifecycle
 from monitor.metrics import Metrics
 from probes.base import Sample
 from rules import (
     AlertState,
-    IncidentDecision,
-    OpenIncident,
+    Evaluation,
+    IncidentView,
     Phase,
-    ReopenIncident,
-    ResolveIncident,
     Rule,
-    Severity,
+    Situation,
     Transition,
-    UpdateSeverity,
     decide,
     evaluate,
+    expire,
     fingerprint,
-    marker,
+    incident_key,
     matches,
-    render_summary,
 )
+from rules.silences import MaintenanceWindow, Silence, muted, parse_matcher
 
 log = logging.getLogger(__name__)
 
+__all__ = ["DEFAULT_STALE_AFTER", "Engine", "EngineSettings"]
 
-@dataclass(frozen=True)
-class EngineSettings:
-    hostname: str
-    reopen_within: float
-    backend: str  # ticket backend kind
-    helpdesk_contact: str = ""
-    helpdesk_emails: tuple[str, ...] = ()
-    user_emails: tuple[str, ...] = ()
-    email_enabled: bool = False
+DEFAULT_STALE_AFTER = 300.0  # for series of probes the engine knows no interval of
 
 
 @dataclass
 class _Batch:
     """Evaluations of one batch, to be written in one transaction."""
 
-    states: list[tuple[Rule, AlertState]] = field(default_factory=list)
-    transitions: list[tuple[Rule, Transition]] = field(default_factory=list)
+    steps: list[tuple[Rule, Evaluation]] = field(default_factory=list)
 
 
 class Engine:
@@ -69,34 +61,33 @@ class Engine:
         snapshot: Callable[[], dict[str, Any]],
     ) -> None:
         self.store = store
-        self.rules = tuple(rules)
-        self.settings = settings
         self.metrics = metrics
-        self._snapshot = snapshot
         self._alerts = store.load_alerts()
+        self.reconfigure(rules, settings)
+        self.lifecycle = Lifecycle(store, settings, metrics, snapshot, self._alert_of)
+        self._silences: list[Silence] = []
 
     def reconfigure(self, rules: Iterable[Rule], settings: EngineSettings) -> None:
         self.rules = tuple(rules)
+        self.by_name = {rule.name: rule for rule in self.rules}
         self.settings = settings
+        if hasattr(self, "lifecycle"):
+            self.lifecycle.settings = settings
 
     @property
     def alerts(self) -> dict[str, AlertState]:
         return dict(self._alerts)
 
+    def _alert_of(self, fp: str) -> tuple[Rule, AlertState] | None:
+        alert = self._alerts.get(fp)
+        rule = self.by_name.get(alert.rule) if alert else None
+        return (rule, alert) if rule and alert else None
+
+    # --- samples ------------------------------------------------------------------------
+
     def process(self, samples: Iterable[Sample], now: float) -> int:
         """Evaluate samples against every matching rule; return the number of transitions."""
-        batch = self._evaluate(samples, now)
-        if not batch.states:
-            return 0
-        with self.store.transaction() as conn:
-            for _rule, state in batch.states:
-                self._persist(conn, state)
-            for rule, transition in batch.transitions:
-                self._on_transition(conn, rule, transition, now)
-        for _rule, state in batch.states:
-            self._alerts[state.fingerprint] = state
-        self.metrics.set_alert_states(self._alerts.values())
-        return len(batch.transitions)
+        return self._commit(self._evaluate(samples, now), now)
 
     def _evaluate(self, samples: Iterable[Sample], now: float) -> _Batch:
         batch = _Batch()
@@ -108,13 +99,29 @@ class Engine:
                 fp = fingerprint(rule.name, sample.labels)
                 result = evaluate(rule, stepped.get(fp, self._alerts.get(fp)), sample, now)
                 stepped[fp] = result.state
-                for note in result.notes:
-                    log.warning("rule %s: %s", rule.name, note)
-                    self.metrics.rule_errors.labels(rule=rule.name).inc()
-                batch.states.append((rule, result.state))
-                if result.transition is not None:
-                    batch.transitions.append((rule, result.transition))
+                batch.steps.append((rule, result))
         return batch
+
+    def _commit(self, batch: _Batch, now: float) -> int:
+        if not batch.steps:
+            return 0
+        transitions = 0
+        with self.store.transaction() as conn:
+            for rule, result in batch.steps:
+                self._note(rule, result)
+                self._persist(conn, result.state)
+                if result.transition is not None:
+                    transitions += 1
+                    self._on_transition(conn, rule, result.transition, now)
+        for _rule, result in batch.steps:
+            self._alerts[result.state.fingerprint] = result.state
+        self.metrics.set_alert_states(self._alerts.values())
+        return transitions
+
+    def _note(self, rule: Rule, result: Evaluation) -> None:
+        for note in result.notes:
+            log.warning("rule %s: %s", rule.name, note)
+            self.metrics.rule_errors.labels(rule=rule.name).inc()
 
     def _persist(self, conn: sqlite3.Connection, state: AlertState) -> None:
         # Inactive alerts with no history are not worth a row: most series are healthy.
@@ -125,252 +132,93 @@ class Engine:
             return
         st.save_alert(conn, state)
 
+    # --- incidents ----------------------------------------------------------------------
+
     def _on_transition(
         self, conn: sqlite3.Connection, rule: Rule, transition: Transition, now: float
     ) -> None:
-        fp = transition.alert.fingerprint
-        log.info("alert %s %s: %s", rule.name, transition.kind.value, transition.alert.labels)
-        decisions = decide(
-            transition,
-            self.store.open_incident(fp),
-            self.store.last_incident(fp),
-            self.settings.reopen_within,
-            now,
-        )
+        alert = transition.alert
+        log.info("alert %s %s: %s", rule.name, transition.kind.value, alert.labels)
+        key = incident_key(rule.name, alert.labels, rule.group_by)
+        situation = self._situation(rule, alert, key)
+        mute = self._mute(rule, alert.labels, now)
+        decisions = decide(transition, situation, key, self.settings.reopen_within, now)
         for decision in decisions:
-            self._apply(conn, rule, transition, decision)
+            self.lifecycle.apply(conn, Change(rule, transition, decision, mute))
 
-    def _apply(
-        self,
-        conn: sqlite3.Connection,
-        rule: Rule,
-        transition: Transition,
-        decision: IncidentDecision,
-    ) -> None:
-        if isinstance(decision, OpenIncident):
-            self._open(conn, rule, transition, decision)
-        elif isinstance(decision, ReopenIncident):
-            self._reopen(conn, rule, transition, decision)
-        elif isinstance(decision, UpdateSeverity):
-            self._update_severity(conn, rule, transition, decision)
-        elif isinstance(decision, ResolveIncident):
-            self._resolve(conn, rule, transition, decision)
-
-    # --- one method per decision --------------------------------------------------------
-
-    def _open(self, conn: sqlite3.Connection, rule: Rule, tr: Transition, d: OpenIncident) -> None:
-        alert = tr.alert
-        earlier = conn.execute(
-            "SELECT COUNT(*) FROM incident WHERE fingerprint = ?", (d.fingerprint,)
-        ).fetchone()[0]
-        cur = conn.execute(
-            "INSERT INTO incident (fingerprint, marker, rule, labels, status, episode, severity,"
-            " priority, category, service, summary, first_opened_at, opened_at)"
-            " VALUES (?,?,?,?,'open',1,?,?,?,?,?,?,?)",
-            (
-                d.fingerprint,
-                marker(d.fingerprint, earlier + 1),
-                rule.name,
-                _json(alert.labels),
-                int(d.severity),
-                d.severity.priority,
-                rule.category,
-                rule.service,
-                render_summary(rule, alert),
-                d.at,
-                d.at,
-            ),
-        )
-        incident_id = int(cur.lastrowid or 0)
-        st.add_event(
-            conn, incident_id, d.at, "opened", severity=d.severity.label, value=alert.value
-        )
-        context = self._context(conn, incident_id, rule, tr, snapshot=True)
-        self._enqueue_ticket(conn, incident_id, 1, "ticket.create", "ticket_body", context, d.at)
-        self._enqueue_mails(conn, incident_id, 1, rule, "opened", context, d.at)
-        self.metrics.tickets.labels(action="opened").inc()
-
-    def _reopen(
-        self, conn: sqlite3.Connection, rule: Rule, tr: Transition, d: ReopenIncident
-    ) -> None:
-        conn.execute(
-            "UPDATE incident SET status='open', episode=?, severity=?, priority=?, opened_at=?,"
-            " resolved_at=NULL WHERE id=?",
-            (d.episode, int(d.severity), d.severity.priority, d.at, d.incident_id),
-        )
-        st.add_event(
-            conn, d.incident_id, d.at, "reopened", episode=d.episode, resolved_for=d.resolved_for
-        )
-        context = self._context(conn, d.incident_id, rule, tr, snapshot=True)
-        context["incident"]["resolved_for"] = d.resolved_for
-        self._enqueue_ticket(
-            conn, d.incident_id, d.episode, "ticket.reopen", "ticket_reopened", context, d.at
-        )
-        self._enqueue_mails(conn, d.incident_id, d.episode, rule, "reopened", context, d.at)
-        self.metrics.tickets.labels(action="reopened").inc()
-
-    def _update_severity(
-        self, conn: sqlite3.Connection, rule: Rule, tr: Transition, d: UpdateSeverity
-    ) -> None:
-        conn.execute(
-            "UPDATE incident SET severity=?, priority=? WHERE id=?",
-            (int(d.severity), d.severity.priority, d.incident_id),
-        )
-        event_id = st.add_event(
-            conn, d.incident_id, d.at, "severity", to=d.severity.label, previous=d.previous.label
-        )
-        context = self._context(conn, d.incident_id, rule, tr)
-        key = f"incident:{d.incident_id}:event:{event_id}"
-        st.enqueue(
-            conn,
-            f"{key}:ticket.comment",
-            "ticket.comment",
-            {"template": "ticket_update", "context": context},
-            d.at,
-            d.incident_id,
-        )
-        self._enqueue_mail(
-            conn,
-            f"{key}:helpdesk_updated",
-            "helpdesk_updated",
-            self.settings.helpdesk_emails,
-            context,
-            d.at,
-            d.incident_id,
+    def _situation(self, rule: Rule, alert: AlertState, key: str) -> Situation:
+        incident = self.store.open_incident(key)
+        others = self.store.firing_members(incident.id, alert.fingerprint) if incident else 0
+        return Situation(
+            open=incident,
+            last=self.store.last_incident(key),
+            others_firing=others,
+            root=self._root(rule, alert) if incident is None else None,
         )
 
-    def _resolve(
-        self, conn: sqlite3.Connection, rule: Rule, tr: Transition, d: ResolveIncident
-    ) -> None:
-        conn.execute(
-            "UPDATE incident SET status='resolved', resolved_at=? WHERE id=?", (d.at, d.incident_id)
-        )
-        st.add_event(conn, d.incident_id, d.at, "resolved", lasted=d.lasted)
-        context = self._context(conn, d.incident_id, rule, tr)
-        context["incident"]["lasted"] = d.lasted
-        episode = context["incident"]["episode"]
-        self._enqueue_ticket(
-            conn, d.incident_id, episode, "ticket.resolve", "ticket_resolved", context, d.at
-        )
-        self._enqueue_mails(conn, d.incident_id, episode, rule, "resolved", context, d.at)
-        self.metrics.tickets.labels(action="resolved").inc()
+    def _root(self, rule: Rule, alert: AlertState) -> IncidentView | None:
+        """An open incident of a rule this one depends on, on the same `depends_match` labels."""
+        if not rule.depends_on:
+            return None
+        for row in self.store.open_roots(rule.depends_on):
+            labels = json.loads(row["labels"])
+            if all(labels.get(k) == alert.labels.get(k) for k in rule.depends_match):
+                return st.incident_view(row)
+        return None
 
-    # --- outbox rows --------------------------------------------------------------------
+    # --- silences -----------------------------------------------------------------------
 
-    def _enqueue_ticket(
-        self,
-        conn: sqlite3.Connection,
-        incident_id: int,
-        episode: int,
-        op: str,
-        template: str,
-        context: dict[str, Any],
-        now: float,
-    ) -> None:
-        key = f"incident:{incident_id}:episode:{episode}:{op}"
-        payload = {"template": template, "context": context}
-        st.enqueue(conn, key, op, payload, now, incident_id)
+    def _mute(self, rule: Rule, labels: dict[str, str], now: float) -> str | None:
+        """Why messages about this alert are held back now, or None."""
+        found = muted({**labels, "rule": rule.name}, self._silences, self.settings.maintenance, now)
+        if isinstance(found, Silence):
+            return f"silence {found.id} by {found.author}: {found.comment}"
+        if isinstance(found, MaintenanceWindow):
+            return f"maintenance window {found.name}: {found.comment}"
+        return None
 
-    def _enqueue_mails(
-        self,
-        conn: sqlite3.Connection,
-        incident_id: int,
-        episode: int,
-        rule: Rule,
-        stage: str,
-        context: dict[str, Any],
-        now: float,
-    ) -> None:
-        """The help-desk e-mail of this stage, and the users' notice where the rule asks for it."""
-        base = f"incident:{incident_id}:episode:{episode}"
-        helpdesk = f"helpdesk_{stage}"
-        self._enqueue_mail(
-            conn,
-            f"{base}:{helpdesk}",
-            helpdesk,
-            self.settings.helpdesk_emails,
-            context,
-            now,
-            incident_id,
-        )
-        if rule.notify_users:
-            user = "user_resolved" if stage == "resolved" else "user_outage"
-            self._enqueue_mail(
-                conn, f"{base}:{user}", user, self.settings.user_emails, context, now, incident_id
+    def load_silences(self, now: float) -> None:
+        silences = []
+        for row in self.store.silences(now):
+            try:
+                silences.append(_silence(row))
+            except ValueError as exc:  # a hand-edited row must not stop every tick
+                log.warning("ignoring silence %s: %s", row["id"], exc)
+        self._silences = silences
+
+    # --- time passing -------------------------------------------------------------------
+
+    def tick(self, now: float) -> int:
+        """Expire series that stopped reporting; release incidents whose mute ended."""
+        self.load_silences(now)
+        transitions = self._commit(self._expired(now), now)
+        with self.store.transaction() as conn:
+            for row in self.store.muted_incidents():
+                rule = self.by_name.get(row["rule"])
+                if rule is not None and self._mute(rule, json.loads(row["labels"]), now) is None:
+                    self.lifecycle.release(conn, row["id"], now)
+        return transitions
+
+    def _expired(self, now: float) -> _Batch:
+        batch = _Batch()
+        for alert in self._alerts.values():
+            rule = self.by_name.get(alert.rule)
+            if rule is None or alert.phase not in (Phase.PENDING, Phase.FIRING):
+                continue
+            stale_after = self.settings.stale_after.get(
+                alert.labels.get("probe", ""), DEFAULT_STALE_AFTER
             )
-
-    def _enqueue_mail(
-        self,
-        conn: sqlite3.Connection,
-        key: str,
-        template: str,
-        to: tuple[str, ...],
-        context: dict[str, Any],
-        now: float,
-        incident_id: int,
-    ) -> None:
-        if not (self.settings.email_enabled and to):
-            return
-        payload = {"template": template, "to": list(to), "context": context}
-        st.enqueue(conn, f"{key}:email", "email.send", payload, now, incident_id)
-
-    # --- what templates see --------------------------------------------------------------
-
-    def _context(
-        self,
-        conn: sqlite3.Connection,
-        incident_id: int,
-        rule: Rule,
-        tr: Transition,
-        snapshot: bool = False,
-    ) -> dict[str, Any]:
-        row = conn.execute("SELECT * FROM incident WHERE id = ?", (incident_id,)).fetchone()
-        alert = tr.alert
-        context: dict[str, Any] = {
-            "host": self.settings.hostname,
-            "incident": {
-                "id": incident_id,
-                "episode": row["episode"],
-                "fingerprint": alert.fingerprint,
-                "marker": row["marker"],
-                "severity": Severity(row["severity"]).label,
-                "priority": row["priority"],
-                "category": row["category"],
-                "status": row["status"],
-                "opened_at": row["opened_at"],
-                "first_opened_at": row["first_opened_at"],
-                "resolved_at": row["resolved_at"],
-                "lasted": None,
-            },
-            "alert": _alert_context(rule, alert, tr),
-            "service": rule.service,
-            "helpdesk": {"contact": self.settings.helpdesk_contact},
-            "ticket": None,
-        }
-        if snapshot:
-            context["snapshot"] = self._snapshot()
-        return context
+            if now - alert.evaluated_at > stale_after:
+                batch.steps.append((rule, expire(rule, alert, now)))
+        return batch
 
 
-def _alert_context(rule: Rule, alert: AlertState, tr: Transition) -> dict[str, Any]:
-    previous = tr.previous_severity.label if tr.previous_severity is not None else None
-    return {
-        "rule": rule.name,
-        "metric": rule.metric,
-        "labels": dict(alert.labels),
-        "value": alert.value if math.isfinite(alert.value) else None,
-        "error": alert.error,
-        "summary": render_summary(rule, alert),
-        "description": rule.description,
-        "runbook": rule.runbook,
-        "condition": rule.condition.source,
-        "clear": rule.clear.source if rule.clear else None,
-        "critical": rule.critical.source if rule.critical else None,
-        "for": rule.for_seconds,
-        "since": alert.active_since if alert.active_since is not None else alert.changed_at,
-        "previous_severity": previous,
-    }
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True)
+def _silence(row: Any) -> Silence:
+    return Silence(
+        id=str(row["id"]),
+        matchers=tuple(parse_matcher(m) for m in json.loads(row["matchers"])),
+        starts_at=row["starts_at"],
+        ends_at=row["ends_at"],
+        author=row["author"],
+        comment=row["comment"],
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import functools
 import json
 import os
 import re
@@ -26,6 +27,7 @@ from typing import Any, TypeVar
 from monitor.durations import DURATION_HINT, parse_duration
 from probes.base import Duration
 from rules.condition import Condition, compile_condition
+from rules.silences import Matcher, parse_matcher
 
 T = TypeVar("T")
 _ADDRESS = re.compile(r"[^@\s]+@[^@\s]+")
@@ -183,7 +185,8 @@ def build_options(cls: type[T], table: Mapping[str, Any], path: str, errors: lis
     Appends a `path.key: message` to `errors` for every unknown key, missing required key,
     value of the wrong type or bad duration, and for a ValueError raised by `cls` itself;
     returns None when there was any. Supported annotations: str, int, float, bool, Duration,
-    Condition, enums (by lower-case name), list[X], tuple[X, ...], dict[str, X] and `X | None`.
+    Condition, Matcher (`rule="disk_full"`), enums (by lower-case name), list[X],
+    tuple[X, ...], dict[str, X] and `X | None`.
     """
     return build(cls, table, Table(path), Context(errors))
 
@@ -263,7 +266,7 @@ def _kind_options(
 def _field_values(
     cls: type, table: Mapping[str, Any], where: Table, ctx: Context
 ) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     values = {}
     for key, spec in config_fields(cls).items():
         if key in table:
@@ -271,6 +274,12 @@ def _field_values(
         elif _is_required(spec):
             ctx.add(where, key, "missing required key")
     return values
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    # Resolving the annotations is most of the cost of a table: a config has hundreds of rules.
+    return typing.get_type_hints(cls)
 
 
 def _is_required(spec: dataclasses.Field[Any]) -> bool:
@@ -383,6 +392,10 @@ def _as_condition(value: Any) -> Condition:
     return compile_condition(_as_str(value))  # ConditionError is a ValueError
 
 
+def _as_matcher(value: Any) -> Matcher:
+    return parse_matcher(_as_str(value))
+
+
 _SCALARS: dict[Any, Callable[[Any], Any]] = {
     str: _as_str,
     bool: _scalar(bool, bool, "true or false"),
@@ -390,6 +403,7 @@ _SCALARS: dict[Any, Callable[[Any], Any]] = {
     float: _scalar(float, int | float, "a number"),
     Duration: _as_duration,
     Condition: _as_condition,
+    Matcher: _as_matcher,
 }
 
 

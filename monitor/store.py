@@ -30,7 +30,11 @@ CREATE TABLE IF NOT EXISTS alert (
     active_since REAL,
     value REAL,
     error TEXT,
-    evaluated_at REAL NOT NULL
+    evaluated_at REAL NOT NULL,
+    cleared_since REAL,
+    predicted_at REAL,
+    flapping INTEGER NOT NULL DEFAULT 0,
+    flap_changes INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS incident (
     id INTEGER PRIMARY KEY,
@@ -50,11 +54,39 @@ CREATE TABLE IF NOT EXISTS incident (
     resolved_at REAL,
     acknowledged_at REAL,
     acknowledged_by TEXT,
-    parent_id INTEGER REFERENCES incident(id)
+    parent_id INTEGER REFERENCES incident(id),
+    intermittent INTEGER NOT NULL DEFAULT 0,
+    flap_changes INTEGER NOT NULL DEFAULT 0,
+    -- 1 while a silence or maintenance window holds back this episode's ticket and messages
+    muted INTEGER NOT NULL DEFAULT 0,
+    predicted_at REAL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS incident_one_open
     ON incident(fingerprint) WHERE status = 'open';
 CREATE INDEX IF NOT EXISTS incident_by_fingerprint ON incident(fingerprint, id);
+CREATE INDEX IF NOT EXISTS incident_by_parent ON incident(parent_id) WHERE parent_id IS NOT NULL;
+-- The alerts of an incident: one for a plain rule, several for a group or a root cause.
+CREATE TABLE IF NOT EXISTS incident_alert (
+    incident_id INTEGER NOT NULL REFERENCES incident(id),
+    fingerprint TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('firing', 'resolved')),
+    since REAL NOT NULL,
+    until REAL,
+    PRIMARY KEY (incident_id, fingerprint)
+);
+CREATE INDEX IF NOT EXISTS incident_alert_by_fingerprint ON incident_alert(fingerprint);
+CREATE TABLE IF NOT EXISTS silence (
+    id INTEGER PRIMARY KEY,
+    matchers TEXT NOT NULL,
+    starts_at REAL NOT NULL,
+    ends_at REAL NOT NULL,
+    author TEXT NOT NULL,
+    comment TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS ticket (
     incident_id INTEGER PRIMARY KEY REFERENCES incident(id),
     backend TEXT NOT NULL,
@@ -116,9 +148,7 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     else:
         # Shared by the main loop, the dispatcher and scrapes; `Store` serialises use with a lock.
-        conn = sqlite3.connect(
-            str(path), timeout=10, isolation_level=None, check_same_thread=False
-        )
+        conn = sqlite3.connect(str(path), timeout=10, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         # FULL: a committed outbox row survives a power cut, not only a kill -9.
         conn.execute("PRAGMA synchronous=FULL")
@@ -170,17 +200,65 @@ class Store:
         rows = self.query(
             "SELECT * FROM incident WHERE fingerprint = ? AND status = 'open'", (fingerprint,)
         )
-        return _incident_view(rows[0]) if rows else None
+        return incident_view(rows[0]) if rows else None
 
     def last_incident(self, fingerprint: str) -> IncidentView | None:
         rows = self.query(
             "SELECT * FROM incident WHERE fingerprint = ? ORDER BY id DESC LIMIT 1", (fingerprint,)
         )
-        return _incident_view(rows[0]) if rows else None
+        return incident_view(rows[0]) if rows else None
 
     def incident(self, incident_id: int) -> sqlite3.Row | None:
         rows = self.query("SELECT * FROM incident WHERE id = ?", (incident_id,))
         return rows[0] if rows else None
+
+    def firing_members(self, incident_id: int, besides: str) -> int:
+        """How many alerts of the incident, other than `besides`, still fire."""
+        rows = self.query(
+            "SELECT COUNT(*) FROM incident_alert WHERE incident_id = ? AND fingerprint != ?"
+            " AND status = 'firing'",
+            (incident_id, besides),
+        )
+        return int(rows[0][0])
+
+    def open_roots(self, rules: tuple[str, ...]) -> list[sqlite3.Row]:
+        """Open incidents of these rules that are root causes themselves (no parent)."""
+        marks = ",".join("?" * len(rules))
+        return self.query(
+            f"SELECT * FROM incident WHERE status = 'open' AND parent_id IS NULL"
+            f" AND rule IN ({marks}) ORDER BY id",
+            rules,
+        )
+
+    def members(self, incident_id: int) -> list[dict[str, Any]]:
+        """The alerts of an incident, oldest first, as templates see them."""
+        rows = self.query(
+            "SELECT * FROM incident_alert WHERE incident_id = ? ORDER BY since", (incident_id,)
+        )
+        return [
+            {
+                "summary": r["summary"],
+                "labels": json.loads(r["labels"]),
+                "status": r["status"],
+                "since": r["since"],
+                "until": r["until"],
+                "rule": r["rule"],
+            }
+            for r in rows
+        ]
+
+    def open_children(self, incident_id: int) -> list[sqlite3.Row]:
+        return self.query(
+            "SELECT * FROM incident WHERE parent_id = ? AND status = 'open' ORDER BY id",
+            (incident_id,),
+        )
+
+    def muted_incidents(self) -> list[sqlite3.Row]:
+        return self.query("SELECT * FROM incident WHERE status = 'open' AND muted = 1")
+
+    def silences(self, now: float) -> list[sqlite3.Row]:
+        """Silences that have not ended yet (active or scheduled)."""
+        return self.query("SELECT * FROM silence WHERE ends_at > ? ORDER BY id", (now,))
 
     # --- tickets ------------------------------------------------------------------------
 
@@ -227,7 +305,7 @@ class Store:
 
 def save_alert(conn: sqlite3.Connection, state: AlertState) -> None:
     conn.execute(
-        "INSERT OR REPLACE INTO alert VALUES (?,?,?,?,?,?,?,?,?,?)",
+        "INSERT OR REPLACE INTO alert VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             state.fingerprint,
             state.rule,
@@ -239,6 +317,10 @@ def save_alert(conn: sqlite3.Connection, state: AlertState) -> None:
             state.value,
             state.error,
             state.evaluated_at,
+            state.cleared_since,
+            state.predicted_at,
+            int(state.flapping),
+            state.flap_changes,
         ),
     )
 
@@ -264,12 +346,13 @@ def enqueue(
     payload: dict[str, Any],
     now: float,
     incident_id: int | None = None,
+    not_before: float | None = None,
 ) -> None:
     """Add a side effect to the outbox; the same key twice is the same side effect."""
     conn.execute(
         "INSERT OR IGNORE INTO outbox (key, incident_id, op, payload, next_attempt_at, created_at)"
         " VALUES (?,?,?,?,?,?)",
-        (key, incident_id, op, json.dumps(payload, sort_keys=True), now, now),
+        (key, incident_id, op, json.dumps(payload, sort_keys=True), not_before or now, now),
     )
 
 
@@ -285,10 +368,14 @@ def _alert_from_row(row: sqlite3.Row) -> AlertState:
         value=row["value"] if row["value"] is not None else float("nan"),
         error=row["error"],
         evaluated_at=row["evaluated_at"],
+        cleared_since=row["cleared_since"],
+        predicted_at=row["predicted_at"],
+        flapping=bool(row["flapping"]),
+        flap_changes=row["flap_changes"],
     )
 
 
-def _incident_view(row: sqlite3.Row) -> IncidentView:
+def incident_view(row: sqlite3.Row) -> IncidentView:
     return IncidentView(
         id=row["id"],
         fingerprint=row["fingerprint"],
@@ -297,6 +384,8 @@ def _incident_view(row: sqlite3.Row) -> IncidentView:
         severity=Severity(row["severity"]),
         opened_at=row["opened_at"],
         resolved_at=row["resolved_at"],
+        intermittent=bool(row["intermittent"]),
+        rule=row["rule"],
     )
 
 

@@ -17,14 +17,21 @@ The context the daemon passes (JSON-serialisable; optional parts may be null or 
                    "first_opened_at": 1763700000.0,          # optional: episode 1
                    "resolved_at": null,
                    "lasted": null,                           # seconds, once resolved
-                   "status": "open"},
+                   "status": "open",
+                   "intermittent": false, "flap_changes": 0, # the alert flaps
+                   "predicted_at": null},                    # when the trend hits the limit
       "alert": {"rule": "web_down", "metric": "http_up", "labels": {"url": "http://..."},
                 "value": 0.0,                                # null when not a number
                 "error": "connection refused",
                 "summary": "Intranet is not answering", "description": "...",
                 "runbook": "https://...", "condition": "value == 0", "clear": null,
                 "critical": null, "for": 30.0, "since": 1763800000.0,
-                "previous_severity": null},                  # set for the `*update*` templates
+                "previous_severity": null,                   # set for the `*update*` templates
+                "predicted_at": null, "predict": null,       # a predicting rule: when the
+                "window": 0.0, "evaluated_at": 1763800000.0, #   trend of `window` s reaches
+                "flapping": false, "flap_changes": 0},       #   `predict`, seen at evaluated_at
+      "alerts": [{"summary": "...", "labels": {}, "status": "firing",   # every alert of the
+                  "since": 1763800000.0, "until": null, "rule": "..."}], #   incident (a group)
       "service": "intranet",                                 # may be ""
       "ticket": {"number": "#12", "url": null},              # null: no ticket (yet)
       "helpdesk": {"contact": "helpdesk@example.com"},
@@ -40,7 +47,10 @@ Template authors: read a key that is also a dict method or a keyword with bracke
 (`alert["clear"]`, `alert["for"]`); `alert.clear` would find the dict method, not the key.
 
 Templates: `ticket_subject.txt.j2`, `ticket_body.txt.j2`, `ticket_update.txt.j2`,
-`ticket_resolved.txt.j2`, `ticket_reopened.txt.j2` (rendered with `render_text`/`render_line`);
+`ticket_resolved.txt.j2`, `ticket_reopened.txt.j2`, and the comments `ticket_alert_joined`,
+`ticket_alert_left`, `ticket_intermittent` (rendered with `render_text`/`render_line`);
+`ticket_symptom` and `ticket_symptom_recovered` get a smaller context: {host, symptom: {rule,
+summary, labels, service}, incident: {id, marker}} (a symptom's news on its root's ticket);
 messages `helpdesk_opened`, `helpdesk_reopened`, `helpdesk_updated`, `helpdesk_resolved`,
 `user_outage`, `user_resolved` (rendered with `render_message`).
 """

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from jinja2 import Template, TemplateSyntaxError, Undefined
@@ -18,13 +20,25 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from probes.base import Sample
 from rules.condition import Condition, ConditionError
 from rules.fingerprint import fingerprint
-from rules.model import AlertState, Evaluation, Phase, Rule, Severity, Transition, TransitionKind
+from rules.flapping import FlapState, observe
+from rules.model import (
+    AlertState,
+    Evaluation,
+    Phase,
+    Rule,
+    SeriesMemory,
+    Severity,
+    Transition,
+    TransitionKind,
+)
+from rules.series import History, Recent, add, count, push, rate, time_to_threshold, trend
 
 log = logging.getLogger(__name__)
 
 # Labels come from probe output (process names, URLs): templates see them only through the sandbox.
 _TEMPLATES = ImmutableSandboxedEnvironment(autoescape=False, undefined=Undefined)
 _ACTIVE = (Phase.PENDING, Phase.FIRING)
+HISTORY_POINTS = 360  # per series with a `window`: bounded memory whatever the sampling rate
 
 
 def matches(rule: Rule, sample: Sample) -> bool:
@@ -37,9 +51,15 @@ def matches(rule: Rule, sample: Sample) -> bool:
 def evaluate(rule: Rule, previous: AlertState | None, sample: Sample, now: float) -> Evaluation:
     """Step the alert of `rule` on the labels of `sample` to `now`."""
     notes: list[str] = []
-    variables = _variables(sample)
     prior = previous if previous is not None else _blank(rule, sample, now)
-    phase, active_since = _next_phase(rule, prior, variables, now, notes)
+    history = _remember(rule, prior.memory.history, sample)
+    variables = _variables(rule, sample, history, now)
+    held = _holds("condition", rule.condition, variables, notes)
+    recent = push(prior.memory.recent, held, rule.checks) if rule.checks else Recent()
+    active = count(recent) >= rule.times if rule.checks else held
+    clearing = _clearing(rule, variables, held, recent, notes)
+    phase, active_since, cleared_since = _next_phase(rule, prior, active, clearing, now)
+    flap = _observe_flaps(rule, prior.memory.flap, active)
     state = AlertState(
         fingerprint=fingerprint(rule.name, sample.labels),
         rule=rule.name,
@@ -51,17 +71,66 @@ def evaluate(rule: Rule, previous: AlertState | None, sample: Sample, now: float
         value=sample.value,
         error=sample.error,
         evaluated_at=now,
+        cleared_since=cleared_since,
+        predicted_at=_impact(variables, now),
+        flapping=flap.flapping,
+        flap_changes=flap.changes,
+        memory=SeriesMemory(history, recent, flap),
     )
     return Evaluation(state, _transition(prior, state), tuple(notes))
 
 
-def _variables(sample: Sample) -> dict[str, Any]:
-    return {
+def expire(rule: Rule, state: AlertState, now: float) -> Evaluation:
+    """The series stopped reporting: a pending alert lapses, a firing one resolves."""
+    if state.phase is Phase.PENDING:
+        lapsed = replace(state, phase=Phase.INACTIVE, changed_at=now, active_since=None)
+        return Evaluation(lapsed)
+    if state.phase is not Phase.FIRING:
+        return Evaluation(state)
+    gone = replace(
+        state,
+        phase=Phase.RESOLVED,
+        changed_at=now,
+        cleared_since=None,
+        error="the series stopped reporting",
+        flapping=False,
+    )
+    return Evaluation(gone, Transition(TransitionKind.RESOLVED, gone), ("series is stale",))
+
+
+def _remember(rule: Rule, history: History, sample: Sample) -> History:
+    if rule.window <= 0:
+        return history
+    return add(history, sample.timestamp, sample.value, rule.window, HISTORY_POINTS)
+
+
+def _variables(rule: Rule, sample: Sample, history: History, now: float) -> dict[str, Any]:
+    """What a condition sees. Unknown trend figures are NaN (compare false) and `eta` is
+    infinite (no breach predicted), so `eta < 3600` is simply false without history."""
+    variables: dict[str, Any] = {
         "value": sample.value,
         "labels": dict(sample.labels),
         "metric": sample.metric,
         "error": sample.error,
+        "slope": math.nan,
+        "rate": math.nan,
+        "eta": math.inf,
     }
+    if rule.window <= 0:
+        return variables
+    fitted = trend(history, min_span=rule.window / 4)
+    measured = rate(history, rule.window)
+    variables["slope"] = fitted.slope if fitted else math.nan
+    variables["rate"] = measured if measured is not None else math.nan
+    if fitted is not None and rule.predict is not None:
+        eta = time_to_threshold(fitted, now, rule.predict, above=not rule.predict_falling)
+        variables["eta"] = eta if eta is not None else math.inf
+    return variables
+
+
+def _impact(variables: Mapping[str, Any], now: float) -> float | None:
+    eta = variables["eta"]
+    return now + eta if math.isfinite(eta) else None
 
 
 def _blank(rule: Rule, sample: Sample, now: float) -> AlertState:
@@ -70,27 +139,45 @@ def _blank(rule: Rule, sample: Sample, now: float) -> AlertState:
     return AlertState(fp, rule.name, labels, Phase.INACTIVE, rule.severity, now, None, sample.value)
 
 
-def _next_phase(
-    rule: Rule, prior: AlertState, variables: Mapping[str, Any], now: float, notes: list[str]
-) -> tuple[Phase, float | None]:
-    """The new phase and when the current episode began."""
-    if prior.phase is Phase.FIRING:
-        resolved = _resolves(rule, variables, notes)
-        return (Phase.RESOLVED if resolved else Phase.FIRING), prior.active_since
-    if not _holds("condition", rule.condition, variables, notes):
-        if prior.phase is Phase.PENDING:
-            return Phase.INACTIVE, None
-        # RESOLVED stays RESOLVED and keeps when its episode began, for resolution messages.
-        return prior.phase, prior.active_since
-    since = prior.active_since if prior.phase is Phase.PENDING else None
-    since = now if since is None else since
-    return (Phase.FIRING if now - since >= rule.for_seconds else Phase.PENDING), since
-
-
-def _resolves(rule: Rule, variables: Mapping[str, Any], notes: list[str]) -> bool:
+def _clearing(
+    rule: Rule, variables: Mapping[str, Any], held: bool, recent: Recent, notes: list[str]
+) -> bool:
+    """Whether a firing alert may resolve: its clear holds, or else its trigger is gone."""
     if rule.clear is not None:
         return _holds("clear", rule.clear, variables, notes)
-    return not _holds("condition", rule.condition, variables, notes)
+    if rule.checks:
+        return count(recent) == 0  # an intermittent fault is over when the window is clean
+    return not held
+
+
+def _next_phase(
+    rule: Rule, prior: AlertState, active: bool, clearing: bool, now: float
+) -> tuple[Phase, float | None, float | None]:
+    """The new phase, when the current episode began, and since when the clear has held."""
+    if prior.phase is Phase.FIRING:
+        if not clearing:
+            return Phase.FIRING, prior.active_since, None
+        cleared = prior.cleared_since if prior.cleared_since is not None else now
+        if now - cleared >= rule.keep_firing_for:
+            return Phase.RESOLVED, prior.active_since, None
+        return Phase.FIRING, prior.active_since, cleared  # held down: not resolved yet
+    if not active:
+        if prior.phase is Phase.PENDING:
+            return Phase.INACTIVE, None, None
+        # RESOLVED stays RESOLVED and keeps when its episode began, for resolution messages.
+        return prior.phase, prior.active_since, None
+    pending_since = prior.active_since if prior.phase is Phase.PENDING else None
+    since = now if pending_since is None else pending_since
+    firing = now - since >= rule.for_seconds
+    return (Phase.FIRING if firing else Phase.PENDING), since, None
+
+
+def _observe_flaps(rule: Rule, flap: FlapState, active: bool) -> FlapState:
+    # The check outcome, not the phase (Icinga counts check results): a hold-down
+    # (`keep_firing_for`) keeps the phase steady while the service flaps underneath.
+    if not rule.flap_detection:
+        return flap
+    return observe(flap, active)
 
 
 def _severity(
@@ -119,6 +206,8 @@ def _transition(prior: AlertState, state: AlertState) -> Transition | None:
         return Transition(TransitionKind.FIRED, state)
     if state.phase is Phase.RESOLVED and was_firing:
         return Transition(TransitionKind.RESOLVED, state)
+    if prior.flapping and not state.flapping and state.phase is not Phase.FIRING:
+        return Transition(TransitionKind.RESOLVED, state)  # settled: the kept incident may close
     if state.phase is Phase.FIRING and state.severity != prior.severity:
         return Transition(TransitionKind.SEVERITY_CHANGED, state, prior.severity)
     return None
@@ -168,6 +257,8 @@ def _summary_variables(rule: Rule, state: AlertState) -> dict[str, Any]:
         "error": state.error,
         "severity": state.severity.label,
         "phase": str(state.phase),
+        # Seconds to the predicted breach when the rule predicts, else infinite.
+        "eta": (state.predicted_at - state.evaluated_at) if state.predicted_at else math.inf,
     }
 
 

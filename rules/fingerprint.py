@@ -29,3 +29,10 @@ def marker(fp: str, ordinal: int = 1) -> str:
     agree on it.
     """
     return f"[forewarn:{fp}]" if ordinal == 1 else f"[forewarn:{fp}:{ordinal}]"
+
+
+def incident_key(rule: str, labels: Mapping[str, str], group_by: tuple[str, ...] | None) -> str:
+    """The key of the incident an alert belongs to: its own fingerprint, or its group's."""
+    if group_by is None:
+        return fingerprint(rule, labels)
+    return fingerprint(rule, {name: labels.get(name, "") for name in group_by})

@@ -10,6 +10,8 @@ import enum
 from dataclasses import dataclass, field
 
 from rules.condition import Condition
+from rules.flapping import FlapState
+from rules.series import History, Recent
 
 
 class Severity(enum.IntEnum):
@@ -57,7 +59,29 @@ class Rule:
     runbook: str = ""
     service: str = ""  # the service users know, for notices
     category: str = ""
+    priority: str = ""  # high | medium | low; default from the severity
     notify_users: bool = False
+    # Hold-down: a firing alert resolves only once its clear has held this long.
+    keep_firing_for: float = 0.0
+    # History kept per series for `slope`, `rate` and `eta` in conditions (0: none).
+    window: float = 0.0
+    predict: float | None = None  # the level `eta` counts down to
+    predict_falling: bool = False  # the breach is below `predict` (free bytes, say)
+    # X-within-Y: active when the condition held `times` times in the last `checks` checks.
+    times: int = 0
+    checks: int = 0
+    flap_detection: bool = True
+    # Dependencies: while an incident of one of these rules is open (on the same values of
+    # `depends_match` labels), this rule's alerts attach to it instead of opening tickets.
+    depends_on: tuple[str, ...] = ()
+    depends_match: tuple[str, ...] = ()
+    # Grouping: alerts of this rule with equal values of these labels share one incident.
+    group_by: tuple[str, ...] | None = None
+    group_wait: float = 0.0  # delay before the ticket, so simultaneous alerts share it
+
+    @property
+    def ticket_priority(self) -> str:
+        return self.priority or self.severity.priority
 
 
 @dataclass(frozen=True)
@@ -74,12 +98,27 @@ class AlertState:
     value: float
     error: str | None = None
     evaluated_at: float = 0.0
+    cleared_since: float | None = None  # when the clear began to hold while firing
+    predicted_at: float | None = None  # when the trend reaches `rule.predict`
+    flapping: bool = False
+    flap_changes: int = 0
+    # Kept in memory only: after a restart, history and flap detection start afresh.
+    memory: SeriesMemory = field(default_factory=lambda: SeriesMemory(), compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class SeriesMemory:
+    """What an alert remembers of its series between evaluations, beyond its phase."""
+
+    history: History = field(default_factory=History)
+    recent: Recent = field(default_factory=Recent)
+    flap: FlapState = field(default_factory=FlapState)
 
 
 class TransitionKind(enum.StrEnum):
     FIRED = "fired"
     SEVERITY_CHANGED = "severity_changed"
-    RESOLVED = "resolved"
+    RESOLVED = "resolved"  # also: a flapping alert settled while not firing
 
 
 @dataclass(frozen=True)
@@ -100,13 +139,16 @@ class IncidentView:
     severity: Severity
     opened_at: float
     resolved_at: float | None = None
+    intermittent: bool = False
+    rule: str = ""
 
 
 @dataclass(frozen=True)
 class OpenIncident:
-    fingerprint: str
+    fingerprint: str  # the incident's key: the alert's, or its group's
     severity: Severity
     at: float
+    parent_id: int | None = None  # the root-cause incident this one is a symptom of
 
 
 @dataclass(frozen=True)
@@ -133,7 +175,40 @@ class ResolveIncident:
     lasted: float  # seconds from this episode's start to now
 
 
-IncidentDecision = OpenIncident | ReopenIncident | UpdateSeverity | ResolveIncident
+@dataclass(frozen=True)
+class AlertJoined:
+    """The alert fires again, or a further alert of the group fires, inside an open incident."""
+
+    incident_id: int
+    at: float
+
+
+@dataclass(frozen=True)
+class AlertLeft:
+    """One alert of a group recovered while others still fire."""
+
+    incident_id: int
+    at: float
+
+
+@dataclass(frozen=True)
+class MarkIntermittent:
+    """The alert flaps: keep one open incident, tagged intermittent, instead of a storm."""
+
+    incident_id: int
+    flap_changes: int
+    at: float
+
+
+IncidentDecision = (
+    OpenIncident
+    | ReopenIncident
+    | UpdateSeverity
+    | ResolveIncident
+    | AlertJoined
+    | AlertLeft
+    | MarkIntermittent
+)
 
 
 @dataclass(frozen=True)

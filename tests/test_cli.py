@@ -68,6 +68,10 @@ BROKEN = {
     "unset_env_secret.toml": ["smtp.password: environment variable FOREWARN_TEST_UNSET_PASSWORD"],
     "plain_secret.toml": ["smtp.password: write secrets as { env = ... } or { file = ... }"],
     "many_errors.toml": ["colour: unknown key"],
+    "bad_rule_types.toml": ['rule[1] (disk_filling).priority: "urgent" is not one of'],
+    "bad_rule_combinations.toml": ["rule[5] (more_times_than_checks).times: 5 is more than"],
+    "bad_dependencies.toml": ["rule[3] (a).depends_on: dependency cycle a -> b -> c -> a"],
+    "bad_maintenance.toml": ["maintenance[1] (backup).cron: '0 25 * * *' is not valid"],
 }
 GOOD = {"good_secret_file.toml"}
 

@@ -6,27 +6,32 @@ import dataclasses
 import math
 import socket
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from monitor.config import (
+    PROBE_STALE_RULE,
     Config,
     ConfigError,
     DaemonConfig,
     HelpdeskConfig,
     NotifyConfig,
+    ProbeConfig,
     SmtpConfig,
     build_options,
     load_config,
     parse_config,
+    stale_after,
 )
 from monitor.durations import format_duration, parse_duration
 from notifiers.email import SmtpSettings
-from probes.base import Duration
-from rules.alerts import render_summary
-from rules.model import AlertState, Phase, Severity
+from probes.base import Duration, Sample
+from rules.alerts import evaluate, render_summary
+from rules.model import AlertState, Phase, Rule, Severity, TransitionKind
+from rules.silences import Matcher, MatchOp, window_active
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = Path(__file__).resolve().parent / "data" / "configs"
@@ -115,25 +120,38 @@ def test_default_config_watches_this_machine() -> None:
 
 def test_default_rules_have_sensible_thresholds() -> None:
     rules = {rule.name: rule for rule in load_config(None).rules}
-    by_metric = {rule.metric: rule for rule in rules.values()}
-    expected = {  # metric: (condition, for, critical, clear)
-        "cpu_usage_percent": ("value > 90", 600, "value > 98", None),
-        "load5_per_core": ("value > 2", 900, None, None),
-        "memory_used_percent": ("value > 90", 300, "value > 97", "value < 85"),
-        "swap_used_percent": ("value > 80", 900, None, None),
-        "disk_used_percent": ("value > 85", 300, "value > 95", "value < 80"),
-        "disk_inodes_used_percent": ("value > 85", 300, "value > 95", None),
-        "temperature_celsius": ("value > 85", 120, "value > 95", None),
-        "probe_up": ("value == 0", 120, None, None),
-    }
-    assert len(rules) == len(by_metric) == len(expected)
-    for metric, (condition, for_seconds, critical, clear) in expected.items():
-        rule = by_metric[metric]
-        assert rule.condition.source == condition
-        assert rule.for_seconds == for_seconds
+    expected = {  # name: (metric, condition, for, critical, clear, keep_firing_for)
+        "cpu_busy": ("cpu_usage_percent", "value > 90", 600, "value > 98", None, 300),
+        "load_high": ("load5_per_core", "value > 2", 900, None, None, 0),
+        "memory_low": (
+            "memory_used_percent", "value > 90", 300, "value > 97", "value < 85", 300
+        ),
+        "swap_high": ("swap_used_percent", "value > 80", 900, None, None, 0),
+        "disk_full": ("disk_used_percent", "value > 85", 300, "value > 95", "value < 80", 0),
+        "disk_filling": (
+            "disk_used_percent", "value > 80 and eta < 4*3600", 900, "eta < 3600",
+            "value < 75 or eta > 8*3600", 0,
+        ),
+        "disk_inodes_full": ("disk_inodes_used_percent", "value > 85", 300, "value > 95", None, 0),
+        "temperature_high": ("temperature_celsius", "value > 85", 120, "value > 95", None, 0),
+        "probe_failing": ("probe_up", "value == 0", 120, None, None, 0),
+        "probe_stale": ("probe_stale", "value == 1", 0, None, None, 0),
+    }  # fmt: skip
+    assert set(rules) == set(expected)
+    for name, (metric, condition, for_seconds, critical, clear, hold) in expected.items():
+        rule = rules[name]
+        assert (rule.metric, rule.condition.source, rule.for_seconds) == (
+            metric,
+            condition,
+            for_seconds,
+        )
         assert (rule.critical.source if rule.critical else None) == critical
         assert (rule.clear.source if rule.clear else None) == clear
+        assert rule.keep_firing_for == hold
         assert rule.summary and rule.description and rule.category, rule.name
+    filling = rules["disk_filling"]
+    assert (filling.window, filling.predict, filling.predict_falling) == (21_600, 100, False)
+    assert (filling.severity, filling.category) == (Severity.WARNING, "capacity")
 
 
 def alert(rule: str, value: float, labels: dict[str, str]) -> AlertState:
@@ -141,19 +159,60 @@ def alert(rule: str, value: float, labels: dict[str, str]) -> AlertState:
 
 
 def test_default_summaries_render_for_the_agent() -> None:
-    rules = {rule.metric: rule for rule in load_config(None).rules}
+    rules = {rule.name: rule for rule in load_config(None).rules}
+    probe = {"probe": "disk", "kind": "disk"}
     cases = [
-        ("disk_used_percent", 93.4, {"mountpoint": "/srv"}, "Filesystem /srv is 93% full"),
-        ("probe_up", 0, {"probe": "disk", "kind": "disk"}, "Probe disk (disk) keeps failing"),
+        ("disk_full", 93.4, {"mountpoint": "/srv"}, "Filesystem /srv is 93% full"),
+        ("probe_failing", 0, probe, "Probe disk (disk) keeps failing"),
+        ("probe_stale", 1, probe, "Probe disk stopped reporting"),
         (
-            "temperature_celsius",
+            "temperature_high",
             88.2,
             {"sensor": "coretemp", "label": "Package id 0"},
             "coretemp Package id 0 at 88°C",
         ),
     ]
-    for metric, value, labels, text in cases:
-        assert render_summary(rules[metric], alert(rules[metric].name, value, labels)) == text
+    for name, value, labels, text in cases:
+        assert render_summary(rules[name], alert(name, value, labels)) == text
+
+
+def test_default_disk_filling_summary_says_when() -> None:
+    [rule] = [rule for rule in load_config(None).rules if rule.name == "disk_filling"]
+    at = 1_700_000_000.0
+    state = alert(rule.name, 86.0, {"mountpoint": "/srv"})
+    predicted = dataclasses.replace(state, evaluated_at=at, predicted_at=at + 3.24 * 3600)
+    assert render_summary(rule, predicted) == "/srv will be full in 3.2 h at the current rate"
+    # Once the trend no longer points at full (eta infinite), the title still reads well.
+    assert render_summary(rule, state) == "/srv will be full at the current rate"
+
+
+Seen = tuple[float, TransitionKind, Severity]
+
+
+def disk_series(rule: Rule, level_at: Callable[[float], float], hours: float) -> list[Seen]:
+    """(hours, transition, severity) of `rule` on a disk sampled every minute."""
+    state: AlertState | None = None
+    seen: list[Seen] = []
+    start = 1_700_000_000.0
+    for minute in range(int(hours * 60)):
+        now = start + 60 * minute
+        sample = Sample("disk_used_percent", level_at(minute / 60), now, {"mountpoint": "/srv"})
+        step = evaluate(rule, state, sample, now)
+        if step.transition is not None:
+            seen.append((minute / 60, step.transition.kind, step.state.severity))
+        state = step.state
+    return seen
+
+
+def test_default_disk_filling_warns_hours_ahead_and_not_for_a_full_quiet_disk() -> None:
+    [rule] = [rule for rule in load_config(None).rules if rule.name == "disk_filling"]
+    # 10 points an hour from 60%: past 80% at 2 h, full at 4 h.
+    [fired, critical] = disk_series(rule, lambda hours: 60 + 10 * hours, 3.9)
+    assert fired[1:] == (TransitionKind.FIRED, Severity.WARNING)
+    assert 2.2 <= fired[0] <= 2.5  # past 80% and 15 min of `for`: 1.5 h or more ahead
+    assert critical[1:] == (TransitionKind.SEVERITY_CHANGED, Severity.CRITICAL)
+    assert 3.0 <= critical[0] <= 3.1  # under an hour to go
+    assert disk_series(rule, lambda hours: 84.0, 8) == []  # high but not growing
 
 
 def test_example_config_loads_with_the_password_in_the_environment(
@@ -194,7 +253,30 @@ def test_example_config_documents_every_key() -> None:
     assert rule_keys == {
         "name", "metric", "condition", "for", "clear", "critical", "severity", "probe",
         "summary", "description", "runbook", "service", "category", "notify_users",
+        "priority", "keep_firing_for", "window", "predict", "predict_falling", "times", "checks",
+        "flap_detection", "depends_on", "depends_match", "group_by", "group_wait",
     }  # fmt: skip
+    maintenance_keys = set().union(*example["maintenance"])
+    assert maintenance_keys == {"name", "cron", "duration", "matchers", "comment", "timezone"}
+
+
+def test_example_config_shows_the_new_rule_shapes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FOREWARN_SMTP_PASSWORD", "s3cret")
+    config = load_config(str(REPO / "config.toml"))
+    rules = {rule.name: rule for rule in config.rules}
+    assert rules["web_down"].group_by == () and rules["web_down"].group_wait == 30
+    assert rules["web_down"].depends_on == ("gateway_down",)
+    assert (rules["web_flaky"].times, rules["web_flaky"].checks) == (3, 10)
+    assert rules["web_flaky"].depends_match == ("url",)
+    assert rules["srv_space_running_out"].predict_falling
+    assert rules["sshd_missing"].ticket_priority == "high"
+    assert rules["probe_stale"] is PROBE_STALE_RULE
+    backup = config.maintenance[0]
+    assert (backup.name, backup.cron, backup.duration) == ("nightly-backup", "0 2 * * *", 7200)
+    assert backup.matchers == (Matcher("rule", MatchOp.EQUAL, "disk_busy"),)
+    # 02:30 in Rome on a summer night is 00:30 UTC.
+    assert window_active(backup, 1_719_793_800.0)
+    assert not window_active(backup, 1_719_793_800.0 + 2 * 3600)
 
 
 def test_smtp_config_builds_the_notifier_settings() -> None:
@@ -238,6 +320,56 @@ BROKEN: dict[str, list[tuple[str, str, int | None]]] = {
     "unknown_rule_probe.toml": [("rule[1] (busy).probe", 'no [[probe]] is named "cpu0"', 9)],
     "bad_probe_options.toml": [
         ("probe[1] (sshd)", "exactly one of match_name, match_cmdline, pidfile", 1)
+    ],
+    "bad_rule_types.toml": [
+        ("rule[1] (disk_filling).priority", '"urgent" is not one of high, medium, low', 17),
+        ("rule[1] (disk_filling).keep_firing_for", f'"a while" {DURATION_HINT}', 6),
+        ("rule[1] (disk_filling).window", "0s is too short; use at least 1s", 7),
+        ("rule[1] (disk_filling).predict", 'expected a number, got "full"', 8),
+        ("rule[1] (disk_filling).predict_falling", 'expected true or false, got "yes"', 9),
+        ("rule[1] (disk_filling).times", "0 is out of range; use 1 to 1000", 10),
+        ("rule[1] (disk_filling).checks", "1001 is out of range; use 1 to 1000", 11),
+        ("rule[1] (disk_filling).flap_detection", "expected true or false, got 1", 12),
+        ("rule[1] (disk_filling).depends_on", 'expected a list, got "other"', 13),
+        ("rule[1] (disk_filling).depends_match", '"mount point" is not a label name', 14),
+        ("rule[1] (disk_filling).group_by", '"probe" is listed twice', 15),
+        ("rule[1] (disk_filling).group_wait", f"-5 {DURATION_HINT}", 16),
+    ],
+    "bad_rule_combinations.toml": [
+        (
+            "rule[1] (filling).window",
+            'too short for probe "disk", which runs every 1m; use at least 4m (4 runs)',
+            14,
+        ),
+        ("rule[2] (trend_without_window).condition", "uses slope, which needs a window", 19),
+        ("rule[2] (trend_without_window).critical", "uses eta, which needs a window", 20),
+        ("rule[3] (eta_without_predict).clear", "uses eta, the time until the trend", 27),
+        ("rule[4] (half_x_within_y).checks", "times and checks go together", 29),
+        ("rule[5] (more_times_than_checks).times", "5 is more than checks (3)", 39),
+        ("rule[6] (loose_ends).depends_match", "only means something with depends_on", 46),
+        ("rule[6] (loose_ends).group_wait", "only means something with group_by", 47),
+    ],
+    "bad_dependencies.toml": [
+        (
+            "rule[1] (web_down).depends_on",
+            'no [[rule]] is named "gatway_down" (did you mean gateway_down?)',
+            6,
+        ),
+        ("rule[2] (selfish).depends_on", "a rule cannot depend on itself", 12),
+        ("rule[3] (a).depends_on", "dependency cycle a -> b -> c -> a", 18),
+    ],
+    "bad_maintenance.toml": [
+        ("maintenance[1] (backup).cron", "'0 25 * * *' is not valid: ", 4),
+        ("maintenance[1] (backup).timezone", "'Europe/Milano' is not an IANA time zone", 7),
+        ("maintenance[2] (backup).name", 'duplicate name "backup" (also maintenance[1])', 10),
+        ("maintenance[2] (backup).duration", f'"forever" {DURATION_HINT}', 12),
+        ("maintenance[2] (backup).matchers[1]", "matcher 'rule==\"disk_busy\"'", 13),
+        ("maintenance[2] (backup).matchers[2]", "is not a valid regular expression", 13),
+        ("maintenance[3] (everything).cron", "restricts both day of month and weekday", 18),
+        ("maintenance[3] (everything).matchers", "at least one matcher must not match", 20),
+        ("maintenance[4] (incomplete).flavour", "unknown key; known keys: comment, cron", 25),
+        ("maintenance[4] (incomplete).duration", "missing required key", 22),
+        ("maintenance[4] (incomplete).matchers", "missing required key", 22),
     ],
     "many_errors.toml": [
         ("colour", "unknown key", 2),
@@ -358,7 +490,8 @@ def test_username_and_password_go_together(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_empty_file_is_a_machine_without_probes() -> None:
     config = parse_config("", "empty.toml")
-    assert (config.probes, config.rules, config.smtp) == ((), (), None)
+    assert (config.probes, config.smtp, config.maintenance) == ((), None, ())
+    assert config.rules == (PROBE_STALE_RULE,)
     assert config.daemon.hostname == socket.gethostname()
     assert config.daemon.reopen_within == 86_400
     assert config.source == "empty.toml"
@@ -483,8 +616,13 @@ def test_probe_name_characters() -> None:
 RULE = '[[rule]]\nname = "r"\nmetric = "m"\ncondition = "value > 1"\n'
 
 
+def own_rules(text: str) -> list[Rule]:
+    """The rules the text defines, without the built-in ones added to every config."""
+    return [rule for rule in parse_config(text, "c.toml").rules if rule is not PROBE_STALE_RULE]
+
+
 def test_rule_defaults_and_compiled_conditions() -> None:
-    [rule] = parse_config(RULE, "c.toml").rules
+    [rule] = own_rules(RULE)
     assert (rule.for_seconds, rule.severity, rule.clear, rule.critical) == (
         0,
         Severity.WARNING,
@@ -504,7 +642,7 @@ def test_rule_with_every_key() -> None:
         'description = "d {{"\nrunbook = "https://wiki.example.com/r"\nservice = "the site"\n'
         'category = "service"\nnotify_users = true\n'
     )
-    [rule] = parse_config(text, "c.toml").rules
+    [rule] = own_rules(text)
     assert (rule.for_seconds, rule.severity, rule.probe, rule.notify_users) == (
         5_400,
         Severity.CRITICAL,
@@ -534,6 +672,351 @@ def test_rule_for_a_probe_with_other_errors_is_not_blamed_twice() -> None:
         '[[probe]]\nname = "c"\nkind = "cpu"\ninterval = "0s"\n' + RULE + 'probe = "c"\n'
     )
     assert [error.split(":")[0] for error in errors] == ["probe[1] (c).interval"]
+
+
+# --- the rule engine's keys ----------------------------------------------------------------------
+
+DISK_PROBE = '[[probe]]\nname = "disk"\nkind = "disk"\ninterval = "1m"\n'
+
+
+def test_new_rule_keys_default_to_the_plain_rule() -> None:
+    [rule] = own_rules(RULE)
+    assert rule == Rule(rule.name, rule.metric, rule.condition)
+    assert rule.ticket_priority == "medium"  # from the severity, warning
+
+
+def test_rule_with_every_new_key() -> None:
+    text = (
+        DISK_PROBE + RULE.replace('"value > 1"', '"value > 80 and eta < 3600"')
+        + 'probe = "disk"\nkeep_firing_for = "10m"\nwindow = "4m"\npredict = 5e9\n'
+        'predict_falling = true\ntimes = 3\nchecks = 10\nflap_detection = false\n'
+        'depends_on = ["root"]\ndepends_match = ["mountpoint", "device"]\n'
+        'group_by = ["probe"]\ngroup_wait = "30s"\npriority = "low"\nseverity = "critical"\n'
+        '[[rule]]\nname = "root"\nmetric = "disk_used_percent"\ncondition = "value > 99"\n'
+    )  # fmt: skip
+    [rule, _root] = own_rules(text)
+    assert (rule.keep_firing_for, rule.window, rule.predict, rule.predict_falling) == (
+        600, 240, 5e9, True
+    )  # fmt: skip
+    assert (rule.times, rule.checks, rule.flap_detection) == (3, 10, False)
+    assert (rule.depends_on, rule.depends_match) == (("root",), ("mountpoint", "device"))
+    assert (rule.group_by, rule.group_wait) == (("probe",), 30)
+    assert (rule.priority, rule.ticket_priority) == ("low", "low")
+    assert all(type(getattr(rule, key)) is float for key in ("window", "group_wait"))
+
+
+@pytest.mark.parametrize(
+    ("lines", "value"),
+    [
+        ("", None),
+        ("group_by = []", ()),  # every alert of the rule in one incident
+        ('group_by = ["probe", "url"]', ("probe", "url")),
+    ],
+)
+def test_group_by_absent_empty_or_labels(lines: str, value: tuple[str, ...] | None) -> None:
+    [rule] = own_rules(RULE + lines)
+    assert rule.group_by == value
+
+
+def test_window_without_a_probe_need_only_be_positive() -> None:
+    [rule] = own_rules(RULE.replace('"value > 1"', '"rate > 0"') + 'window = "1s"\n')
+    assert rule.window == 1
+    [error] = errors_of(RULE + "window = 0\n")
+    assert error == "rule[1] (r).window: 0s is too short; use at least 1s (line 5)"
+
+
+@pytest.mark.parametrize(("window", "ok"), [("4m", True), ("3m59s", False), ("1d", True)])
+def test_window_spans_four_runs_of_its_probe(window: str, ok: bool) -> None:
+    text = DISK_PROBE + RULE + f'probe = "disk"\nwindow = "{window}"\n'
+    if ok:
+        assert own_rules(text)[0].window == parse_duration(window)
+    else:
+        [error] = errors_of(text)
+        assert error.startswith(f"rule[1] (r).window: {window} is too short for probe")
+
+
+def test_predict_needs_a_window_and_predict_falling_a_predict() -> None:
+    assert errors_of(RULE + "predict = 100\n") == [
+        "rule[1] (r).predict: needs a window, the history the trend is fitted over: e.g. "
+        'window = "6h" (line 5)'
+    ]
+    [error] = errors_of(RULE + "predict_falling = true\n")
+    assert error.startswith("rule[1] (r).predict_falling: only means something with predict")
+    [rule] = own_rules(RULE + "predict_falling = false\n")  # says nothing: nothing to report
+    assert not rule.predict_falling
+
+
+@pytest.mark.parametrize("level", ["inf", "nan", "-inf"])
+def test_predict_is_a_finite_level(level: str) -> None:
+    [error] = errors_of(RULE + f'window = "1h"\npredict = {level}\n')
+    assert error.startswith("rule[1] (r).predict: ") and "not a level" in error
+
+
+@pytest.mark.parametrize("variable", ["eta", "rate", "slope"])
+def test_trend_variables_need_a_window(variable: str) -> None:
+    condition = f"value > 1 and {variable} < 60"
+    [error] = errors_of(RULE.replace('"value > 1"', f'"{condition}"'))
+    assert error.startswith(f"rule[1] (r).condition: uses {variable}, which needs a window")
+    with_window = RULE.replace('"value > 1"', f'"{condition}"') + 'window = "1h"\n'
+    if variable == "eta":
+        [error] = errors_of(with_window)
+        assert error.startswith("rule[1] (r).condition: uses eta, the time until the trend")
+    else:
+        assert own_rules(with_window)[0].window == 3600
+
+
+def test_trend_variables_are_names_not_words_in_strings() -> None:
+    # Only the variables an expression reads count: a label value or key may say "eta".
+    text = RULE.replace('"value > 1"', """'labels.eta == "slope" and labels["rate"] == "x"'""")
+    assert own_rules(text)[0].window == 0
+
+
+@pytest.mark.parametrize(
+    ("lines", "error"),
+    [
+        ("times = 3", "rule[1] (r).checks: times and checks go together"),
+        ("checks = 10", "rule[1] (r).times: times and checks go together"),
+        ("times = 4\nchecks = 3", "rule[1] (r).times: 4 is more than checks (3) (line 5)"),
+        ("times = 0\nchecks = 3", "rule[1] (r).times: 0 is out of range; use 1 to 1000 (line 5)"),
+        ("times = 1\nchecks = 1001", "rule[1] (r).checks: 1001 is out of range; use 1 to 1000"),
+        ("times = 2.5\nchecks = 3", "rule[1] (r).times: expected a whole number, got 2.5"),
+    ],
+)
+def test_times_and_checks_errors(lines: str, error: str) -> None:
+    [message] = errors_of(RULE + lines + "\n")
+    assert message.startswith(error), message
+
+
+@pytest.mark.parametrize(("times", "checks"), [(1, 1), (3, 10), (1000, 1000)])
+def test_times_and_checks_bounds(times: int, checks: int) -> None:
+    [rule] = own_rules(RULE + f"times = {times}\nchecks = {checks}\n")
+    assert (rule.times, rule.checks) == (times, checks)
+
+
+@pytest.mark.parametrize(
+    ("lines", "error"),
+    [
+        ('priority = "urgent"', 'priority: "urgent" is not one of high, medium, low'),
+        ('priority = ""', 'priority: "" is not one of high, medium, low'),
+        ("flap_detection = 0", "flap_detection: expected true or false, got 0"),
+        ('keep_firing_for = "soon"', f'keep_firing_for: "soon" {DURATION_HINT}'),
+        ('group_by = ["mount-point"]', 'group_by: "mount-point" is not a label name'),
+        ('group_by = "probe"', 'group_by: expected a list, got "probe"'),
+        ('group_wait = "30s"', "group_wait: only means something with group_by"),
+        ('depends_match = ["url"]', "depends_match: only means something with depends_on"),
+        ('depends_on = ["r"]', "depends_on: a rule cannot depend on itself"),
+        ('depends_on = ["nope"]', 'depends_on: no [[rule]] is named "nope"'),
+        ('depends_on = ["a b"]', 'depends_on: "a b" is not a valid name'),
+    ],
+)
+def test_new_rule_key_errors(lines: str, error: str) -> None:
+    [message] = errors_of(RULE + lines + "\n")
+    assert message.startswith(f"rule[1] (r).{error}"), message
+    assert message.endswith(" (line 5)")
+
+
+@pytest.mark.parametrize("priority", ["high", "medium", "low"])
+def test_priority_overrides_the_severity(priority: str) -> None:
+    [rule] = own_rules(RULE + f'severity = "critical"\npriority = "{priority}"\n')
+    assert rule.ticket_priority == priority
+
+
+def test_zero_group_wait_without_group_by_says_nothing() -> None:
+    [rule] = own_rules(RULE + 'group_wait = "0s"\n')
+    assert (rule.group_by, rule.group_wait) == (None, 0)
+
+
+# --- dependencies --------------------------------------------------------------------------------
+
+
+def rules_text(*rules: tuple[str, list[str]]) -> str:
+    """[[rule]] tables named and depending as given, in this order."""
+    return "".join(
+        f'[[rule]]\nname = "{name}"\nmetric = "m"\ncondition = "value > 1"\n'
+        f"depends_on = {depends_on!r}\n".replace("'", '"')
+        for name, depends_on in rules
+    )
+
+
+def test_dependencies_in_any_order_load() -> None:
+    text = rules_text(("web", ["gateway", "dns"]), ("gateway", []), ("dns", ["gateway"]))
+    assert [(rule.name, rule.depends_on) for rule in own_rules(text)] == [
+        ("web", ("gateway", "dns")),
+        ("gateway", ()),
+        ("dns", ("gateway",)),
+    ]
+
+
+def test_a_rule_may_depend_on_the_built_in_probe_stale() -> None:
+    [rule] = own_rules(rules_text(("web", ["probe_stale"])))
+    assert rule.depends_on == ("probe_stale",)
+
+
+@pytest.mark.parametrize(
+    ("rules", "errors"),
+    [
+        (
+            [("a", ["b"]), ("b", ["a"])],
+            ["rule[1] (a).depends_on: dependency cycle a -> b -> a (line 5)"],
+        ),
+        (  # reported at the rule that comes first in the file, wherever the walk met it
+            [("x", ["c"]), ("c", ["a"]), ("b", ["c"]), ("a", ["b"])],
+            ["rule[2] (c).depends_on: dependency cycle c -> a -> b -> c (line 10)"],
+        ),
+        (  # two separate cycles, each once
+            [("a", ["b"]), ("b", ["a"]), ("c", ["d"]), ("d", ["c"])],
+            [
+                "rule[1] (a).depends_on: dependency cycle a -> b -> a (line 5)",
+                "rule[3] (c).depends_on: dependency cycle c -> d -> c (line 15)",
+            ],
+        ),
+        (
+            [("a", ["a", "b"]), ("b", [])],
+            ["rule[1] (a).depends_on: a rule cannot depend on itself (line 5)"],
+        ),
+    ],
+)
+def test_dependency_cycles(rules: list[tuple[str, list[str]]], errors: list[str]) -> None:
+    assert errors_of(rules_text(*rules)) == errors
+
+
+def test_a_cycle_longer_than_the_python_stack_is_found() -> None:
+    chain = [(f"r{number}", [f"r{(number + 1) % 1100}"]) for number in range(1100)]
+    [error] = errors_of(rules_text(*chain))
+    assert error.startswith("rule[1] (r0).depends_on: dependency cycle r0 -> r1 -> r2 -> ")
+    assert error.endswith(" -> r1099 -> r0 (line 5)")
+
+
+def test_a_dependency_on_a_rule_with_errors_is_not_blamed() -> None:
+    text = rules_text(("web", ["gateway"]), ("gateway", [])) + 'for = "soon"\n'
+    assert [error.split(":")[0] for error in errors_of(text)] == ["rule[2] (gateway).for"]
+
+
+# --- the dead-man rule ---------------------------------------------------------------------------
+
+
+def test_probe_stale_is_built_in() -> None:
+    rule = PROBE_STALE_RULE
+    assert (rule.name, rule.metric, rule.condition.source) == (
+        "probe_stale",
+        "probe_stale",
+        "value == 1",
+    )
+    assert (rule.severity, rule.category, rule.for_seconds) == (Severity.WARNING, "monitoring", 0)
+    assert rule.summary == "Probe {{ labels.probe }} stopped reporting"
+    assert "three of its intervals" in rule.description
+    assert rule.condition({"value": 1.0}) and not rule.condition({"value": 0.0})
+    assert parse_config(RULE, "c.toml").rules[-1] is PROBE_STALE_RULE
+
+
+def test_probe_stale_can_be_overridden() -> None:
+    text = RULE.replace('"r"', '"probe_stale"').replace('"m"', '"probe_stale"')
+    text += 'severity = "critical"\nfor = "5m"\n'
+    [rule] = parse_config(text, "c.toml").rules
+    assert (rule.name, rule.severity, rule.for_seconds) == ("probe_stale", Severity.CRITICAL, 300)
+
+
+@pytest.mark.parametrize(
+    ("interval", "timeout", "stale"), [(30, 10, 100), (60, 60, 240), (1, 0.5, 3.5)]
+)
+def test_stale_after_is_three_missed_runs(interval: float, timeout: float, stale: float) -> None:
+    probe = ProbeConfig("p", "cpu", interval, timeout, 0.0, None)
+    assert stale_after(probe) == stale
+
+
+def test_stale_after_of_a_configured_probe() -> None:
+    [probe] = one_probe('name = "c"\nkind = "cpu"\ninterval = "1m"\ntimeout = "20s"').probes
+    assert stale_after(probe) == 200
+
+
+# --- maintenance windows -------------------------------------------------------------------------
+
+WINDOW = '[[maintenance]]\nname = "backup"\ncron = "0 2 * * *"\nduration = "2h"\n'
+
+
+def test_maintenance_window_with_defaults() -> None:
+    config = parse_config(WINDOW + """matchers = ['rule="disk_busy"']\n""", "c.toml")
+    [window] = config.maintenance
+    assert (window.name, window.cron, window.duration) == ("backup", "0 2 * * *", 7200)
+    assert (window.comment, window.timezone) == ("", "UTC")
+    assert type(window.duration) is float
+    assert window.matchers == (Matcher("rule", MatchOp.EQUAL, "disk_busy"),)
+    two_am = 1_704_074_400.0  # 2024-01-01 02:00 UTC
+    assert window_active(window, two_am) and not window_active(window, two_am - 1)
+    assert not window_active(window, two_am + 7200)
+
+
+def test_maintenance_window_matchers_and_time_zone() -> None:
+    text = WINDOW + (
+        """matchers = ['rule=~"disk_.*"', 'mountpoint=~"/srv/.*"', 'device != "sda"']\n"""
+        'timezone = "America/New_York"\ncomment = "backup"\n'
+    )
+    [window] = parse_config(text, "c.toml").maintenance
+    assert [str(matcher) for matcher in window.matchers] == [
+        'rule=~"disk_.*"', 'mountpoint=~"/srv/.*"', 'device!="sda"'
+    ]  # fmt: skip
+    two_am_new_york = 1_704_092_400.0  # 2024-01-01 07:00 UTC
+    assert window_active(window, two_am_new_york)
+    assert not window_active(window, 1_704_074_400.0)  # 02:00 UTC
+
+
+@pytest.mark.parametrize(
+    ("lines", "error"),
+    [
+        ("matchers = []", "maintenance[1] (backup).matchers: at least one matcher must not"),
+        ("matchers = ['rule=~\".*\"']", "maintenance[1] (backup).matchers: at least one"),
+        ("matchers = ['rule']", "maintenance[1] (backup).matchers[1]: matcher 'rule': expected"),
+        ("matchers = 'rule=\"x\"'", "maintenance[1] (backup).matchers: expected a list"),
+        ("matchers = ['rule=\"x\"', 5]", "maintenance[1] (backup).matchers[2]: expected a str"),
+    ],
+)
+def test_maintenance_matcher_errors(lines: str, error: str) -> None:
+    [message] = errors_of(WINDOW + lines + "\n")
+    assert message.startswith(error), message
+    assert message.endswith(" (line 5)")
+
+
+def window_text(**values: str) -> str:
+    """A [[maintenance]] table: a valid one, with `values` (TOML as written) instead."""
+    keys = {"name": '"backup"', "cron": '"0 2 * * *"', "duration": '"2h"'}
+    keys["matchers"] = """['rule="x"']"""
+    return "[[maintenance]]\n" + "".join(f"{k} = {v}\n" for k, v in (keys | values).items())
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "error"),
+    [
+        ("cron", '"0 2 * *"', "'0 2 * *' is not valid: a crontab line has 5 fields, this one 4"),
+        ("cron", '"61 * * * *"', "'61 * * * *' is not valid: "),
+        ("cron", '"0 2 * * 8"', "weekday range '8' must lie within 0-7"),
+        ("timezone", '"CET+1"', "'CET+1' is not an IANA time zone"),
+        ("duration", '"0s"', "0s is too short; use at least 1s"),
+        ("duration", "[1]", "expected a duration, got a list"),
+        ("comment", "5", "expected a string, got 5"),
+    ],
+)
+def test_maintenance_key_errors(key: str, value: str, error: str) -> None:
+    text = window_text(**{key: value})
+    [message] = errors_of(text)
+    assert message.startswith(f"maintenance[1] (backup).{key}: "), message
+    assert error in message
+    line = next(n for n, text in enumerate(text.splitlines(), 1) if text.startswith(key))
+    assert message.endswith(f" (line {line})")
+
+
+def test_maintenance_name_must_be_a_name_and_unique() -> None:
+    text = window_text(name='"nightly backup"') + window_text() + window_text()
+    assert errors_of(text) == [
+        'maintenance[1] (nightly backup).name: "nightly backup" is not a valid name; use '
+        "letters, digits, _ . and - (line 2)",
+        'maintenance[3] (backup).name: duplicate name "backup" (also maintenance[2]) (line 12)',
+    ]
+
+
+def test_maintenance_must_be_an_array_of_tables() -> None:
+    assert errors_of('[maintenance]\nname = "x"\n') == [
+        "maintenance: write each maintenance as a [[maintenance]] table (line 1)"
+    ]
 
 
 # --- build_options: any dataclass from a table ---------------------------------------------------

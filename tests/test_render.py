@@ -58,15 +58,49 @@ MINIMAL: dict[str, Any] = {
     "helpdesk": {"contact": "helpdesk@example.com"},
 }
 
+PREDICTED_AT = OPENED + 11400  # 3 h 10 min after the opening: 2025-11-22 11:36 UTC
+
+
+def member(summary: str, status: str, since: float, **labels: str) -> dict[str, Any]:
+    until = since + 200 if status == "resolved" else None
+    return {"summary": summary, "labels": labels, "status": status, "since": since,
+            "until": until, "rule": "disk_filling"}
+
+
+# FULL as a grouped, predicted and flapping incident: everything the rule engine adds.
+ENGINE: dict[str, Any] = copy.deepcopy(FULL)
+ENGINE["incident"].update(episode=1, intermittent=True, flap_changes=7, predicted_at=PREDICTED_AT)
+ENGINE["alert"].update(predicted_at=PREDICTED_AT, predict=95.0, window=21600.0, flapping=True)
+ENGINE["alerts"] = [
+    member("Disk / is filling", "firing", OPENED, mountpoint="/"),
+    member("Disk /var is filling", "resolved", OPENED + 60, mountpoint="/var"),
+    member("", "firing", OPENED + 120, mountpoint="/srv"),
+]
+
+SYMPTOM_FULL: dict[str, Any] = {
+    "host": "web01",
+    "symptom": {"rule": "unit_down", "summary": "nginx is not running",
+                "labels": {"unit": "nginx.service"}, "service": "intranet"},
+    "incident": {"id": 3, "marker": "[forewarn:1a2b3c4d5e6f7a8b]"},
+}
+SYMPTOM_MINIMAL: dict[str, Any] = {
+    "host": "db01",
+    "symptom": {"rule": "unit_down", "summary": "", "labels": {}, "service": ""},
+    "incident": {"id": 1, "marker": "[forewarn:ffee]"},
+}
+
 TEXT_TEMPLATES = [
     "ticket_subject.txt.j2", "ticket_body.txt.j2", "ticket_update.txt.j2",
     "ticket_resolved.txt.j2", "ticket_reopened.txt.j2",
+    "ticket_alert_joined.txt.j2", "ticket_alert_left.txt.j2", "ticket_intermittent.txt.j2",
 ]
+SYMPTOM_TEMPLATES = ["ticket_symptom.txt.j2", "ticket_symptom_recovered.txt.j2"]
 HELPDESK_MESSAGES = [
     "helpdesk_opened", "helpdesk_reopened", "helpdesk_updated", "helpdesk_resolved",
 ]
 USER_MESSAGES = ["user_outage", "user_resolved"]
-CONTEXTS = {"full": FULL, "minimal": MINIMAL}
+CONTEXTS = {"full": FULL, "minimal": MINIMAL, "engine": ENGINE}
+SYMPTOM_CONTEXTS = {"full": SYMPTOM_FULL, "minimal": SYMPTOM_MINIMAL}
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +129,9 @@ def test_text_templates_render(renderer: Renderer, template: str, context_name: 
     context = CONTEXTS[context_name]
     text = renderer.render_text(template, context)
     # the subject names the host; every ticket text carries the marker to find it again
-    expected = "web01" if context is FULL else "db01"
+    expected = context["host"]
     if template != "ticket_subject.txt.j2":
-        expected = "[forewarn:1a2b3c4d5e6f7a8b]" if context is FULL else "[forewarn:ffee]"
+        expected = "[forewarn:1a2b3c4d5e6f7a8b]" if context is not MINIMAL else "[forewarn:ffee]"
     assert expected in text
     no_leftovers(text)
 
@@ -173,6 +207,179 @@ def test_helpdesk_opened_subject_reads_well(renderer: Renderer) -> None:
     assert text.startswith("Ticket #12: https://helpdesk.example.com/t/12\n")
 
 
+# --- prediction, grouping, flapping, dependencies -------------------------------------------
+
+
+TREND = "at the rate of the last 6 h it reaches 95 at 2025-11-22 11:36 UTC (in 3 h 10 min)"
+
+
+def engine_with(**alert: Any) -> dict[str, Any]:
+    changed = copy.deepcopy(ENGINE)
+    changed["alert"].update(alert)
+    return changed
+
+
+@pytest.mark.parametrize("template", ["ticket_body.txt.j2", "ticket_reopened.txt.j2"])
+def test_ticket_tells_when_the_trend_reaches_the_limit(renderer: Renderer, template: str) -> None:
+    assert f"  Trend:       {TREND}\n" in renderer.render_text(template, ENGINE)
+
+
+def test_helpdesk_mail_tells_the_trend_in_text_and_html(renderer: Renderer) -> None:
+    _, text, html = renderer.render_message("helpdesk_opened", ENGINE)
+    assert f"Trend:       {TREND}" in text
+    assert html is not None
+    assert f'>Trend</th><td style="padding:4px 0;vertical-align:top;">{TREND}</td>' in html
+
+
+@pytest.mark.parametrize("context", [FULL, MINIMAL, engine_with(predicted_at=None)])
+def test_no_trend_line_without_a_prediction(renderer: Renderer, context: dict[str, Any]) -> None:
+    _, text, html = renderer.render_message("helpdesk_opened", context)
+    for part in (renderer.render_text("ticket_body.txt.j2", context), text, html or ""):
+        assert "Trend" not in part and "reaches" not in part
+
+
+def test_trend_counts_from_the_evaluation_when_given(renderer: Renderer) -> None:
+    # the alert was evaluated an hour after the incident opened (a ticket opened late)
+    body = renderer.render_text("ticket_body.txt.j2", engine_with(evaluated_at=OPENED + 3600))
+    assert "reaches 95 at 2025-11-22 11:36 UTC (in 2 h 10 min)" in body
+
+
+@pytest.mark.parametrize(
+    ("alert", "expected"),
+    [({"predicted_at": OPENED}, "Trend:       the trend of the last 6 h is already past 95\n"),
+     ({"window": 0.0, "predict": None}, "Trend:       at the current rate it reaches its limit at"),
+     ({"predict": 0.0}, "it reaches 0 at 2025-11-22 11:36 UTC")],
+)
+def test_trend_line_variants(renderer: Renderer, alert: dict[str, Any], expected: str) -> None:
+    assert expected in renderer.render_text("ticket_body.txt.j2", engine_with(**alert))
+
+
+GROUP_LINES = (
+    "  * Disk / is filling (mountpoint=/): firing since 2025-11-22 08:26 UTC\n",
+    "  * Disk /var is filling (mountpoint=/var): recovered at 2025-11-22 08:31 UTC\n",
+    "  * disk_filling (mountpoint=/srv): firing since 2025-11-22 08:28 UTC\n",
+)
+
+
+def test_ticket_of_a_group_lists_every_alert(renderer: Renderer) -> None:
+    body = renderer.render_text("ticket_body.txt.j2", ENGINE)
+    assert "Affected (3 alerts, one ticket for all of them):\n" + "".join(GROUP_LINES) in body
+    _, _, html = renderer.render_message("helpdesk_opened", ENGINE)
+    assert html is not None and "Affected (3 alerts" in html
+    assert "<code>mountpoint=/var</code>" in html and "recovered at 2025-11-22 08:31 UTC" in html
+
+
+def test_a_single_alert_is_no_list(renderer: Renderer) -> None:
+    context = dict(ENGINE, alerts=ENGINE["alerts"][:1])
+    assert "Affected" not in renderer.render_text("ticket_body.txt.j2", context)
+    assert "Affected" not in (renderer.render_message("helpdesk_opened", context)[2] or "")
+
+
+def test_joined_names_the_newcomer_and_lists_all(renderer: Renderer) -> None:
+    text = renderer.render_text("ticket_alert_joined.txt.j2", ENGINE)
+    assert text.startswith(
+        "Another alert joined this incident: Intranet is not answering (url=http://intranet/)"
+    )
+    assert "Now affected (3 alerts, 2 firing):\n" + "".join(GROUP_LINES) in text
+
+
+def test_left_names_the_recovered_and_lists_those_still_firing(renderer: Renderer) -> None:
+    text = renderer.render_text("ticket_alert_left.txt.j2", ENGINE)
+    assert text.startswith("Recovered: Intranet is not answering (url=http://intranet/).\n")
+    assert "2 other alerts of this problem still fire:\n" + GROUP_LINES[0] + GROUP_LINES[2] in text
+    assert "/var" not in text  # recovered earlier: not listed as going on
+
+
+def test_left_with_one_other_alert_firing(renderer: Renderer) -> None:
+    context = dict(ENGINE, alerts=ENGINE["alerts"][:2])
+    text = renderer.render_text("ticket_alert_left.txt.j2", context)
+    assert "1 other alert of this problem still fires:\n" + GROUP_LINES[0] in text
+
+
+def test_intermittent_counts_the_state_changes(renderer: Renderer) -> None:
+    text = renderer.render_text("ticket_intermittent.txt.j2", ENGINE)
+    assert text.startswith("Flapping: Intranet is not answering on web01.\n")
+    assert "(7 state changes in its recent checks)" in text
+    assert "keeps this one ticket open until it settles" in text and "tagged intermittent" in text
+    unknown = copy.deepcopy(ENGINE)
+    unknown["incident"]["flap_changes"] = 0
+    text = renderer.render_text("ticket_intermittent.txt.j2", unknown)
+    assert "keeps coming and going.\n" in text and "state changes" not in text
+
+
+def test_ticket_of_an_intermittent_incident_says_so(renderer: Renderer) -> None:
+    assert "Intermittent: this problem keeps coming" in renderer.render_text(
+        "ticket_body.txt.j2", ENGINE
+    )
+    _, _, html = renderer.render_message("helpdesk_opened", ENGINE)
+    assert html is not None and "<strong>Intermittent:</strong>" in html
+    assert "ntermittent" not in renderer.render_text("ticket_body.txt.j2", FULL)
+
+
+@pytest.mark.parametrize("context_name", SYMPTOM_CONTEXTS)
+@pytest.mark.parametrize("template", SYMPTOM_TEMPLATES)
+def test_symptom_templates_render_with_their_own_context(
+    renderer: Renderer, template: str, context_name: str
+) -> None:
+    context = SYMPTOM_CONTEXTS[context_name]
+    text = renderer.render_text(template, context)
+    assert text.rstrip().endswith(context["incident"]["marker"])
+    no_leftovers(text)
+
+
+def test_symptom_is_reported_on_the_root_ticket(renderer: Renderer) -> None:
+    text = renderer.render_text("ticket_symptom.txt.j2", SYMPTOM_FULL)
+    assert text.startswith("Also affected (a symptom of this problem): nginx is not running\n")
+    for expected in ("Service:     intranet", "Rule:        unit_down", "unit = nginx.service"):
+        assert expected in text
+    minimal = renderer.render_text("ticket_symptom.txt.j2", SYMPTOM_MINIMAL)
+    assert minimal.startswith("Also affected (a symptom of this problem): unit_down\n")
+
+
+def test_symptom_recovery_is_reported_on_the_root_ticket(renderer: Renderer) -> None:
+    text = renderer.render_text("ticket_symptom_recovered.txt.j2", SYMPTOM_FULL)
+    assert text.startswith("Recovered: nginx is not running\n")
+    assert "the ticket stays open for the problem itself" in text
+
+
+# --- proactive user notice ------------------------------------------------------------------
+
+
+def test_outage_notice_ahead_of_a_predicted_problem(renderer: Renderer) -> None:
+    subject, text, html = renderer.render_message("user_outage", ENGINE)
+    assert subject == "Heads-up about intranet: we are working to prevent a problem"
+    assert "may affect\nintranet from about 2025-11-22 11:36 UTC." in text
+    assert "Everything is still working normally for now." in text
+    assert "working to prevent it (ticket #12)" in text
+    assert "We noticed the problem" not in text and "fixed by" not in text
+    assert html is not None and "from about <strong>2025-11-22 11:36 UTC</strong>" in html
+    for part in (subject, text, html):
+        for jargon in ("95", "trend", "rate", "predict", "threshold", "intermittent", "alert"):
+            assert jargon not in part.lower(), jargon
+
+
+@pytest.mark.parametrize(
+    "alert",
+    [{"predicted_at": OPENED}, {"predicted_at": PREDICTED_AT, "evaluated_at": PREDICTED_AT}],
+)
+def test_outage_notice_once_the_predicted_time_is_reached(
+    renderer: Renderer, alert: dict[str, Any]
+) -> None:
+    subject, text, _ = renderer.render_message("user_outage", engine_with(**alert))
+    assert subject == "Problem with intranet: we are working on it"
+    assert "We noticed the problem at 2025-11-22 08:26 UTC" in text and "Heads-up" not in text
+
+
+def test_outage_notice_uses_the_incident_prediction_without_the_alert_one(
+    renderer: Renderer,
+) -> None:
+    context = engine_with(predicted_at=None)
+    context["service"] = ""
+    subject, text, _ = renderer.render_message("user_outage", context)
+    assert subject == "Heads-up: we are working to prevent a technical problem"
+    assert "some of our services from about 2025-11-22 11:36 UTC." in text
+
+
 # --- user notices ----------------------------------------------------------------------------
 
 
@@ -229,11 +436,37 @@ def test_html_escapes_a_hostile_label_and_text_keeps_it(renderer: Renderer) -> N
     assert f"url = {HOSTILE}" in renderer.render_text("ticket_body.txt.j2", context)
 
 
+def test_hostile_labels_of_grouped_alerts_stay_escaped_in_html(renderer: Renderer) -> None:
+    context = copy.deepcopy(ENGINE)
+    context["alerts"][0]["labels"] = {"mountpoint": HOSTILE}
+    context["alerts"][1]["summary"] = HOSTILE
+    _, text, html = renderer.render_message("helpdesk_opened", context)
+    assert html is not None and HOSTILE not in html
+    assert "mountpoint=&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<li style=\"margin:0 0 4px 0;\">&lt;script&gt;" in html
+    assert f"(mountpoint={HOSTILE})" in text and f"  * {HOSTILE} (mountpoint=/var)" in text
+    for template in ("ticket_alert_joined.txt.j2", "ticket_body.txt.j2"):
+        assert f"(mountpoint={HOSTILE})" in renderer.render_text(template, context)
+
+
+def test_hostile_alert_labels_stay_literal_in_comments(renderer: Renderer) -> None:
+    context = with_label(ENGINE, url=HOSTILE)
+    for template in ("ticket_alert_joined.txt.j2", "ticket_alert_left.txt.j2"):
+        assert f"(url={HOSTILE})" in renderer.render_text(template, context)
+    symptom = copy.deepcopy(SYMPTOM_FULL)
+    symptom["symptom"].update(summary=HOSTILE, labels={"unit": HOSTILE})
+    for template in SYMPTOM_TEMPLATES:
+        text = renderer.render_text(template, symptom)
+        assert f": {HOSTILE}\n" in text or f"Recovered: {HOSTILE}\n" in text
+        assert f"unit = {HOSTILE}" in text
+
+
 def test_html_escapes_a_hostile_service_name_in_user_notices(renderer: Renderer) -> None:
-    context = dict(MINIMAL, service=HOSTILE)
-    _, text, html = renderer.render_message("user_outage", context)
-    assert html is not None and HOSTILE not in html and "&lt;script&gt;" in html
-    assert HOSTILE in text
+    for base in (MINIMAL, ENGINE):  # the proactive notice as well
+        context = dict(base, service=HOSTILE)
+        subject, text, html = renderer.render_message("user_outage", context)
+        assert html is not None and HOSTILE not in html and "&lt;script&gt;" in html
+        assert HOSTILE in text and HOSTILE in subject
 
 
 # --- overrides and the sandbox -------------------------------------------------------------

@@ -8,6 +8,7 @@ import pytest
 
 from probes.base import Sample
 from rules import (
+    AlertJoined,
     AlertState,
     IncidentDecision,
     IncidentView,
@@ -17,6 +18,7 @@ from rules import (
     ResolveIncident,
     Rule,
     Severity,
+    Situation,
     Transition,
     TransitionKind,
     UpdateSeverity,
@@ -48,18 +50,30 @@ def resolved_at(at: float, episode: int = 1) -> IncidentView:
     return incident(status="resolved", resolved_at=at, episode=episode)
 
 
+def decide_at(
+    transition: Transition,
+    open_incident: IncidentView | None,
+    last: IncidentView | None,
+    reopen_within: float,
+    now: float,
+) -> list[IncidentDecision]:
+    """The decisions for an ungrouped alert (its incident key is its fingerprint)."""
+    situation = Situation(open=open_incident, last=last)
+    return decide(transition, situation, transition.alert.fingerprint, reopen_within, now)
+
+
 def test_fired_without_any_incident_opens_one() -> None:
-    decisions = decide(fired(Severity.CRITICAL), None, None, HOUR, 5000.0)
+    decisions = decide_at(fired(Severity.CRITICAL), None, None, HOUR, 5000.0)
     assert decisions == [OpenIncident(FP, Severity.CRITICAL, 5000.0)]
 
 
 def test_fired_inside_the_window_reopens_as_the_next_episode() -> None:
-    decisions = decide(fired(), None, resolved_at(4900.0), HOUR, 5000.0)
+    decisions = decide_at(fired(), None, resolved_at(4900.0), HOUR, 5000.0)
     assert decisions == [ReopenIncident(7, 2, Severity.WARNING, 5000.0, resolved_for=100.0)]
 
 
 def test_third_episode_counts_on() -> None:
-    decisions = decide(fired(), None, resolved_at(4900.0, episode=2), HOUR, 5000.0)
+    decisions = decide_at(fired(), None, resolved_at(4900.0, episode=2), HOUR, 5000.0)
     assert decisions == [ReopenIncident(7, 3, Severity.WARNING, 5000.0, resolved_for=100.0)]
 
 
@@ -68,32 +82,38 @@ def test_third_episode_counts_on() -> None:
     [(4900.0 + HOUR - 1, True), (4900.0 + HOUR, True), (4900.0 + HOUR + 1, False)],
 )
 def test_window_edge_to_the_second(now: float, reopens: bool) -> None:
-    (decision,) = decide(fired(), None, resolved_at(4900.0), HOUR, now)
+    (decision,) = decide_at(fired(), None, resolved_at(4900.0), HOUR, now)
     assert isinstance(decision, ReopenIncident if reopens else OpenIncident)
 
 
 def test_fired_outside_the_window_opens_a_new_incident() -> None:
-    decisions = decide(fired(), None, resolved_at(1000.0), HOUR, 1000.0 + 2 * HOUR)
+    decisions = decide_at(fired(), None, resolved_at(1000.0), HOUR, 1000.0 + 2 * HOUR)
     assert decisions == [OpenIncident(FP, Severity.WARNING, 1000.0 + 2 * HOUR)]
 
 
 def test_zero_window_never_reopens() -> None:
-    decisions = decide(fired(), None, resolved_at(5000.0), 0.0, 5000.0)
+    decisions = decide_at(fired(), None, resolved_at(5000.0), 0.0, 5000.0)
     assert decisions == [OpenIncident(FP, Severity.WARNING, 5000.0)]
 
 
 def test_clock_stepped_back_still_reopens() -> None:
-    decisions = decide(fired(), None, resolved_at(5010.0), HOUR, 5000.0)
+    decisions = decide_at(fired(), None, resolved_at(5010.0), HOUR, 5000.0)
     assert decisions == [ReopenIncident(7, 2, Severity.WARNING, 5000.0, resolved_for=0.0)]
 
 
-def test_fired_while_open_is_a_duplicate_after_restart() -> None:
-    assert decide(fired(), incident(), resolved_at(900.0), HOUR, 5000.0) == []
+def test_fired_while_open_only_rejoins_after_restart() -> None:
+    # Joining is idempotent in the store: the same alert again adds no comment, no ticket.
+    assert decide_at(fired(), incident(), resolved_at(900.0), HOUR, 5000.0) == [
+        AlertJoined(7, 5000.0)
+    ]
 
 
 def test_fired_while_open_with_another_severity_aligns_the_incident() -> None:
-    decisions = decide(fired(Severity.CRITICAL), incident(), None, HOUR, 5000.0)
-    assert decisions == [UpdateSeverity(7, Severity.CRITICAL, Severity.WARNING, 5000.0)]
+    decisions = decide_at(fired(Severity.CRITICAL), incident(), None, HOUR, 5000.0)
+    assert decisions == [
+        AlertJoined(7, 5000.0),
+        UpdateSeverity(7, Severity.CRITICAL, Severity.WARNING, 5000.0),
+    ]
 
 
 def severity_changed(new: Severity, old: Severity) -> Transition:
@@ -102,18 +122,18 @@ def severity_changed(new: Severity, old: Severity) -> Transition:
 
 def test_severity_change_updates_the_open_incident() -> None:
     transition = severity_changed(Severity.CRITICAL, Severity.WARNING)
-    decisions = decide(transition, incident(), None, HOUR, 5000.0)
+    decisions = decide_at(transition, incident(), None, HOUR, 5000.0)
     assert decisions == [UpdateSeverity(7, Severity.CRITICAL, Severity.WARNING, 5000.0)]
 
 
 def test_severity_change_replayed_is_a_no_op() -> None:
     transition = severity_changed(Severity.CRITICAL, Severity.WARNING)
-    assert decide(transition, incident(severity=Severity.CRITICAL), None, HOUR, 5000.0) == []
+    assert decide_at(transition, incident(severity=Severity.CRITICAL), None, HOUR, 5000.0) == []
 
 
 def test_severity_change_without_incident_does_nothing() -> None:
     transition = severity_changed(Severity.CRITICAL, Severity.WARNING)
-    assert decide(transition, None, resolved_at(4900.0), HOUR, 5000.0) == []
+    assert decide_at(transition, None, resolved_at(4900.0), HOUR, 5000.0) == []
 
 
 def resolved() -> Transition:
@@ -122,13 +142,13 @@ def resolved() -> Transition:
 
 def test_resolve_reports_how_long_this_episode_lasted() -> None:
     episode_two = incident(episode=2, opened_at=4000.0)
-    assert decide(resolved(), episode_two, None, HOUR, 4125.0) == [
+    assert decide_at(resolved(), episode_two, None, HOUR, 4125.0) == [
         ResolveIncident(7, 4125.0, lasted=125.0)
     ]
 
 
 def test_resolve_without_open_incident_does_nothing() -> None:
-    assert decide(resolved(), None, resolved_at(4000.0), HOUR, 4125.0) == []
+    assert decide_at(resolved(), None, resolved_at(4000.0), HOUR, 4125.0) == []
 
 
 # --- both halves together -----------------------------------------------------------------
@@ -206,7 +226,7 @@ def test_alert_series_drives_one_ticket_through_two_episodes_then_a_new_one() ->
         )
         state = step.state
         if step.transition is not None:
-            for decision in decide(
+            for decision in decide_at(
                 step.transition, book.open_one(), book.last_resolved(), HOUR, float(now)
             ):
                 book.apply(decision)
