@@ -64,7 +64,7 @@ class Engine:
         self.metrics = metrics
         self._alerts = store.load_alerts()
         self.reconfigure(rules, settings)
-        self.lifecycle = Lifecycle(store, settings, metrics, snapshot, self._alert_of)
+        self.lifecycle = Lifecycle(store, settings, metrics, snapshot, self._alert_of, self._mute)
         self._silences: list[Silence] = []
 
     def reconfigure(self, rules: Iterable[Rule], settings: EngineSettings) -> None:
@@ -189,10 +189,13 @@ class Engine:
     # --- time passing -------------------------------------------------------------------
 
     def tick(self, now: float) -> int:
-        """Expire series that stopped reporting; release incidents whose mute ended."""
+        """Expire series that stopped reporting; promote symptoms that outlived their root
+        cause; release incidents whose mute ended."""
         self.load_silences(now)
         transitions = self._commit(self._expired(now), now)
         with self.store.transaction() as conn:
+            for child in self.store.orphaned_symptoms(now - self.settings.promote_after):
+                self.lifecycle.promote(conn, child, now)
             for row in self.store.muted_incidents():
                 rule = self.by_name.get(row["rule"])
                 if rule is not None and self._mute(rule, json.loads(row["labels"]), now) is None:
@@ -203,7 +206,7 @@ class Engine:
         batch = _Batch()
         for alert in self._alerts.values():
             rule = self.by_name.get(alert.rule)
-            if rule is None or alert.phase not in (Phase.PENDING, Phase.FIRING):
+            if rule is None or not (alert.phase in (Phase.PENDING, Phase.FIRING) or alert.flapping):
                 continue
             stale_after = self.settings.stale_after.get(
                 alert.labels.get("probe", ""), DEFAULT_STALE_AFTER

@@ -53,6 +53,9 @@ class EngineSettings:
     maintenance: tuple[MaintenanceWindow, ...] = ()
     # Seconds without a sample after which a probe's series count as stale, by probe name.
     stale_after: dict[str, float] = field(default_factory=dict)
+    # A symptom still failing this long after its root cause resolved gets its own ticket;
+    # services that restart a little after their host came back do not.
+    promote_after: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -73,12 +76,14 @@ class Lifecycle:
         metrics: Metrics,
         snapshot: Callable[[], dict[str, Any]],
         alert_of: Callable[[str], tuple[Rule, AlertState] | None],
+        mute_of: Callable[[Rule, dict[str, str], float], str | None] = lambda *_: None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.metrics = metrics
         self._snapshot = snapshot
         self._alert_of = alert_of
+        self._mute_of = mute_of  # why messages about an alert are held back now, or None
 
     def apply(self, conn: sqlite3.Connection, change: Change) -> None:
         handler = {
@@ -183,6 +188,8 @@ class Lifecycle:
         firing = self._firing_alert(conn, incident_id)
         if firing is None:
             return  # its alert is not known in memory (yet): try at the next tick
+        if self._mute_of(firing[0], firing[1].alert.labels, now) is not None:
+            return  # the alert the ticket would speak of is muted itself (in a group)
         _set_muted(conn, incident_id, False)
         st.add_event(conn, incident_id, now, "unmuted")
         self._announce_opening(conn, incident_id, *firing, now)
@@ -254,10 +261,12 @@ class Lifecycle:
     ) -> None:
         """A comment on the incident's ticket, or on its root's when it is a symptom."""
         row = _incident(conn, incident_id)
-        if row["muted"]:
-            return  # no ticket yet: the ticket opened after the mute will say it all
-        context = self._context(conn, incident_id, change.rule, change.transition)
         target = row["parent_id"] or incident_id
+        # A symptom speaks on its root's ticket. No ticket (yet): a mute holds it back, or the
+        # root ended inside one; the ticket opened after a mute will say it all.
+        if row["muted"] or not _ticketed(conn, target):
+            return
+        context = self._context(conn, incident_id, change.rule, change.transition)
         key, now = f"incident:{incident_id}:event:{event_id}", change.decision.at
         st.enqueue(
             conn,
@@ -314,7 +323,6 @@ class Lifecycle:
             )
         elif not row["muted"]:  # a muted episode opened no ticket: nothing to close
             self._announce_resolution(conn, change, d)
-        self._promote_symptoms(conn, d.incident_id, change, d.at)
 
     def _announce_resolution(
         self, conn: sqlite3.Connection, change: Change, d: ResolveIncident
@@ -329,16 +337,19 @@ class Lifecycle:
         if change.mute is None:
             self._mails(conn, d.incident_id, episode, change.rule, "resolved", context, d.at)
 
-    def _promote_symptoms(
-        self, conn: sqlite3.Connection, root_id: int, change: Change, now: float
-    ) -> None:
-        """The root cause is gone but a symptom goes on: it is a problem of its own now."""
-        for child in self.store.open_children(root_id):
-            conn.execute("UPDATE incident SET parent_id=NULL WHERE id=?", (child["id"],))
-            st.add_event(conn, child["id"], now, "promoted", former_root=root_id)
-            firing = self._firing_alert(conn, child["id"])
-            if firing is not None and not child["muted"]:
-                self._announce_opening(conn, child["id"], *firing, now)
+    def promote(self, conn: sqlite3.Connection, child: sqlite3.Row, now: float) -> None:
+        """The root cause is gone for a while but this symptom goes on: it is a problem of its
+        own now, with a ticket of its own (held back while it is muted)."""
+        conn.execute("UPDATE incident SET parent_id=NULL WHERE id=?", (child["id"],))
+        st.add_event(conn, child["id"], now, "promoted", former_root=child["parent_id"])
+        firing = self._firing_alert(conn, child["id"])
+        if firing is None or child["muted"]:
+            return
+        rule, transition = firing
+        if self._mute_of(rule, transition.alert.labels, now) is not None:
+            _set_muted(conn, child["id"], True)  # its ticket waits for the mute's end
+            return
+        self._announce_opening(conn, child["id"], rule, transition, now)
 
     def _firing_alert(
         self, conn: sqlite3.Connection, incident_id: int
@@ -363,9 +374,9 @@ class Lifecycle:
         template: str,
         now: float,
     ) -> None:
-        """A symptom's news goes to the root cause's ticket."""
+        """A symptom's news goes to the root cause's ticket, when it has one."""
         root = _incident(conn, root_id)
-        if root["muted"]:
+        if not _ticketed(conn, root_id):
             return
         context = {
             "host": self.settings.hostname,
@@ -554,6 +565,16 @@ def _ticket_asked(conn: sqlite3.Connection, incident_id: int) -> bool:
         (incident_id,),
     ).fetchone()
     return row is not None
+
+
+def _ticketed(conn: sqlite3.Connection, incident_id: int) -> bool:
+    """Whether the incident has a ticket, or one is on its way in the outbox."""
+    found = conn.execute(
+        "SELECT 1 FROM ticket WHERE incident_id = ? UNION ALL SELECT 1 FROM outbox"
+        " WHERE incident_id = ? AND op = 'ticket.create' AND status != 'dead' LIMIT 1",
+        (incident_id, incident_id),
+    ).fetchone()
+    return found is not None
 
 
 def _set_muted(conn: sqlite3.Connection, incident_id: int, muted: bool) -> None:

@@ -253,6 +253,15 @@ class Store:
             (incident_id,),
         )
 
+    def orphaned_symptoms(self, resolved_before: float) -> list[sqlite3.Row]:
+        """Open symptoms whose root cause resolved before the given time."""
+        return self.query(
+            "SELECT child.* FROM incident child JOIN incident root ON child.parent_id = root.id"
+            " WHERE child.status = 'open' AND root.status = 'resolved'"
+            " AND root.resolved_at <= ? ORDER BY child.id",
+            (resolved_before,),
+        )
+
     def muted_incidents(self) -> list[sqlite3.Row]:
         return self.query("SELECT * FROM incident WHERE status = 'open' AND muted = 1")
 

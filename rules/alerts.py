@@ -81,21 +81,25 @@ def evaluate(rule: Rule, previous: AlertState | None, sample: Sample, now: float
 
 
 def expire(rule: Rule, state: AlertState, now: float) -> Evaluation:
-    """The series stopped reporting: a pending alert lapses, a firing one resolves."""
+    """The series stopped reporting: a pending alert lapses, a firing one resolves, and a
+    flapping one settles (or the incident it keeps open would never close)."""
+    if state.phase is Phase.FIRING:
+        gone = replace(
+            state,
+            phase=Phase.RESOLVED,
+            changed_at=now,
+            cleared_since=None,
+            error="the series stopped reporting",
+            flapping=False,
+        )
+        return Evaluation(gone, Transition(TransitionKind.RESOLVED, gone), ("series is stale",))
+    quiet = state
     if state.phase is Phase.PENDING:
-        lapsed = replace(state, phase=Phase.INACTIVE, changed_at=now, active_since=None)
-        return Evaluation(lapsed)
-    if state.phase is not Phase.FIRING:
-        return Evaluation(state)
-    gone = replace(
-        state,
-        phase=Phase.RESOLVED,
-        changed_at=now,
-        cleared_since=None,
-        error="the series stopped reporting",
-        flapping=False,
-    )
-    return Evaluation(gone, Transition(TransitionKind.RESOLVED, gone), ("series is stale",))
+        quiet = replace(state, phase=Phase.INACTIVE, changed_at=now, active_since=None)
+    if not state.flapping:
+        return Evaluation(quiet)
+    settled = replace(quiet, flapping=False, error="the series stopped reporting")
+    return Evaluation(settled, Transition(TransitionKind.RESOLVED, settled), ("series is stale",))
 
 
 def _remember(rule: Rule, history: History, sample: Sample) -> History:
