@@ -14,9 +14,9 @@ every ticket forewarn opened ends resolved, silences and maintenance windows tog
 
 from __future__ import annotations
 
-import os
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +42,11 @@ from rules.silences import MaintenanceWindow, Silence, muted, parse_matcher
 
 T0 = 1_800_000_000.0  # Friday 2027-01-15 08:00 UTC
 PURE = settings(max_examples=300, deadline=None)
-ENGINE = settings(max_examples=int(os.environ.get("FOREWARN_ENGINE_EXAMPLES", "120")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+ENGINE = settings(
+    max_examples=int(os.environ.get("FOREWARN_ENGINE_EXAMPLES", "120")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 # --- the pure state machine --------------------------------------------------------------
 
