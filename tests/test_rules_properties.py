@@ -42,6 +42,7 @@ from rules.silences import MaintenanceWindow, Silence, muted, parse_matcher
 
 T0 = 1_800_000_000.0  # Friday 2027-01-15 08:00 UTC
 PURE = settings(max_examples=300, deadline=None)
+# More examples for a long hunt: FOREWARN_ENGINE_EXAMPLES=1500 python -m pytest this file.
 ENGINE = settings(
     max_examples=int(os.environ.get("FOREWARN_ENGINE_EXAMPLES", "120")),
     deadline=None,
