@@ -212,6 +212,7 @@ class Engine:
                 alert.labels.get("probe", ""), DEFAULT_STALE_AFTER
             )
             if now - alert.evaluated_at > stale_after:
+                log.info("rule %s: %s stopped reporting", rule.name, alert.labels)
                 batch.steps.append((rule, expire(rule, alert, now)))
         return batch
 

@@ -92,14 +92,14 @@ def expire(rule: Rule, state: AlertState, now: float) -> Evaluation:
             error="the series stopped reporting",
             flapping=False,
         )
-        return Evaluation(gone, Transition(TransitionKind.RESOLVED, gone), ("series is stale",))
+        return Evaluation(gone, Transition(TransitionKind.RESOLVED, gone))
     quiet = state
     if state.phase is Phase.PENDING:
         quiet = replace(state, phase=Phase.INACTIVE, changed_at=now, active_since=None)
     if not state.flapping:
         return Evaluation(quiet)
     settled = replace(quiet, flapping=False, error="the series stopped reporting")
-    return Evaluation(settled, Transition(TransitionKind.RESOLVED, settled), ("series is stale",))
+    return Evaluation(settled, Transition(TransitionKind.RESOLVED, settled))
 
 
 def _remember(rule: Rule, history: History, sample: Sample) -> History:
