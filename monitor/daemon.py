@@ -41,7 +41,8 @@ def state_path(config: Config) -> Path:
 
 
 def build_backend(config: Config) -> TicketBackend:
-    backend: TicketBackend = TICKET_BACKENDS[config.helpdesk.kind](str(state_path(config)))
+    cls = TICKET_BACKENDS[config.helpdesk.kind]
+    backend: TicketBackend = cls.from_config(config.helpdesk.options, str(state_path(config)))
     return backend
 
 

@@ -28,6 +28,9 @@ class TicketDraft:
     priority: str = "medium"  # high | medium | low
     category: str = ""
     tags: tuple[str, ...] = ()
+    # External ids of earlier tickets of the same problem (a recurrence after the reopen
+    # window): backends that can link tickets link them, the others mention them.
+    related: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -36,13 +39,28 @@ class TicketInfo:
 
     external_id: str
     number: str  # what humans call it, e.g. "#42"
-    status: str  # new | open | resolved | rejected
+    # new | open (a human works on it) | resolved | rejected (closed as won't fix / invalid):
+    # each backend maps its own statuses onto these four.
+    status: str
     owner: str | None = None
     url: str | None = None
-    human_touched: bool = False
+    human_touched: bool = False  # a person changed owner, status or priority
+    last_human_update: float | None = None  # epoch seconds, when the backend tells
 
 
 class TicketBackend(Protocol):
+    """A help desk. Registered by `kind` in `notifiers.TICKET_BACKENDS`; the daemon builds it
+    with `cls.from_config(options, state_path)`: `options` is the kind's `Options` dataclass
+    instance from the config (None when the class declares none), `state_path` the daemon's
+    SQLite state file (for backends that keep something locally, like the built-in one).
+
+    Errors: raise DeliveryError; `permanent=True` for what retrying cannot fix (4xx other
+    than 408/429, a missing queue or project), else the dispatcher retries with backoff.
+    `find_by_marker` must search the help desk itself (not a local cache): it is what makes
+    creation idempotent after an unknown outcome, and what lets two forewarn instances share
+    one ticket. `get` reads the human side back for the two-way sync.
+    """
+
     kind: ClassVar[str]
 
     def create(self, draft: TicketDraft) -> TicketInfo: ...

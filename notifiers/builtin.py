@@ -120,6 +120,10 @@ class BuiltinTickets:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(SCHEMA)
 
+    @classmethod
+    def from_config(cls, options: object, state_path: str) -> BuiltinTickets:
+        return cls(state_path)
+
     # --- TicketBackend: what the daemon calls -------------------------------------------
 
     def create(self, draft: TicketDraft) -> TicketInfo:
