@@ -153,7 +153,7 @@ class Dispatcher:
         marker = context["incident"]["marker"]
         found = self.backend.find_by_marker(marker) if row.attempts > 0 else None
         if found is None:
-            draft = self._draft(context, row.payload["template"])
+            draft = self._draft(context, row.payload["template"], row.incident_id)
             self._record_attempt(row)
             found = self.backend.create(draft)
             log.info("ticket %s created for incident %s", found.number, row.incident_id)
@@ -161,9 +161,11 @@ class Dispatcher:
             log.info("ticket %s found by its marker after an unknown outcome", found.number)
         self._done(row, found)
 
-    def _draft(self, context: dict[str, Any], template: str) -> TicketDraft:
+    def _draft(self, context: dict[str, Any], template: str, incident_id: int) -> TicketDraft:
         incident = context["incident"]
         category = incident.get("category") or ""
+        related = self.store.earlier_tickets(incident_id)
+        context = dict(context, related=[t.number for t in related])
         return TicketDraft(
             marker=incident["marker"],
             subject=self.renderer.render_line("ticket_subject.txt.j2", context),
@@ -171,6 +173,7 @@ class Dispatcher:
             priority=incident["priority"],
             category=category,
             tags=tuple(t for t in ("forewarn", category, context.get("service") or "") if t),
+            related=tuple(t.external_id for t in related if t.backend == self._backend_kind()),
         )
 
     def _update_ticket(self, row: st.OutboxRow) -> None:
@@ -181,14 +184,26 @@ class Dispatcher:
             f"{row.payload['template']}.txt.j2",
             dict(row.payload["context"], ticket=_ticket_context(ticket)),
         )
+        op = self._respecting_humans(row.op, ticket)
         self._record_attempt(row)
         action = {
             "ticket.comment": self.backend.comment,
             "ticket.resolve": self.backend.resolve,
             "ticket.reopen": self.backend.reopen,
-        }[row.op]
+        }[op]
         action(ticket.external_id, text)
         self._done(row, None)
+
+    def _respecting_humans(self, op: str, ticket: st.TicketRef) -> str:
+        """Once a person has changed a ticket, forewarn only comments on it: a recovery does
+        not close a ticket an agent owns, a recurrence does not reopen one they closed."""
+        if op not in ("ticket.resolve", "ticket.reopen"):
+            return op
+        info = self.backend.get(ticket.external_id)
+        if info is not None and info.human_touched:
+            log.info("ticket %s is in human hands: commenting instead of %s", ticket.number, op)
+            return "ticket.comment"
+        return op
 
     def _ticket_or_defer(self, row: st.OutboxRow) -> st.TicketRef | None:
         """The incident's ticket; defer while its creation is still pending in the outbox."""

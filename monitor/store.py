@@ -275,12 +275,19 @@ class Store:
         rows = self.query("SELECT * FROM ticket WHERE incident_id = ?", (incident_id,))
         if not rows:
             return None
-        r = rows[0]
-        return TicketRef(
-            r["incident_id"], r["backend"], r["external_id"], r["number"], r["url"], r["marker"]
-        )
+        return _ticket_ref(rows[0])
 
     # --- outbox -------------------------------------------------------------------------
+
+    def earlier_tickets(self, incident_id: int) -> list[TicketRef]:
+        """Tickets of earlier incidents of the same problem (recurrences after the window)."""
+        rows = self.query(
+            "SELECT t.* FROM ticket t JOIN incident old ON old.id = t.incident_id"
+            " JOIN incident new ON new.fingerprint = old.fingerprint"
+            " WHERE new.id = ? AND old.id < new.id ORDER BY old.id",
+            (incident_id,),
+        )
+        return [_ticket_ref(r) for r in rows]
 
     def due_outbox(self, now: float, limit: int = 50) -> list[OutboxRow]:
         rows = self.query(
@@ -395,6 +402,12 @@ def incident_view(row: sqlite3.Row) -> IncidentView:
         resolved_at=row["resolved_at"],
         intermittent=bool(row["intermittent"]),
         rule=row["rule"],
+    )
+
+
+def _ticket_ref(r: sqlite3.Row) -> TicketRef:
+    return TicketRef(
+        r["incident_id"], r["backend"], r["external_id"], r["number"], r["url"], r["marker"]
     )
 
 

@@ -77,10 +77,12 @@ class RecordingTickets:
     inner: BuiltinTickets
     create_failures: list[str] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
+    drafts: list[TicketDraft] = field(default_factory=list)
     kind: ClassVar[str] = "builtin"
 
     def create(self, draft: TicketDraft) -> TicketInfo:
         self.calls.append("create")
+        self.drafts.append(draft)
         mode = self.create_failures.pop(0) if self.create_failures else "ok"
         if mode == "before":
             raise DeliveryError("connection refused")
@@ -249,6 +251,21 @@ def test_a_new_incident_after_the_reopen_window_gets_a_new_ticket(rig: Rig) -> N
     rig.dispatcher.run_once()
 
     assert [t.status for t in rig.tickets.list_tickets()] == ["new", "resolved"]
+    draft = rig.backend.drafts[-1]
+    assert draft.related == ("1",)  # linked to the old ticket
+    assert "The same problem had earlier tickets: #1." in rig.tickets.show(2).body
+
+
+def test_a_ticket_in_human_hands_gets_comments_not_status_changes(rig: Rig) -> None:
+    rig.feed(95.0)
+    rig.dispatcher.run_once()
+    rig.tickets.take(1, "ana")  # an agent owns it now
+    rig.feed(50.0, 600)
+    rig.dispatcher.run_once()
+    ticket = rig.tickets.show(1)
+    assert (ticket.status, ticket.owner) == ("open", "ana")  # not resolved over her head
+    assert "resolve" not in rig.backend.calls
+    assert any("the problem is gone" in c.text for c in ticket.comments)
 
 
 # --- unknown outcomes ---------------------------------------------------------------------
