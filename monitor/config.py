@@ -178,6 +178,8 @@ class DaemonConfig:
 class HelpdeskConfig:
     kind: str = field(default="builtin", metadata={"check": known("kind", TICKET_BACKENDS)})
     contact: str = ""  # how users reach the help desk, shown in notices
+    # How often the tickets of open incidents are read back (taken, rejected, resolved).
+    sync_interval: Duration = field(default=Duration(60), metadata={"check": at_least(1.0)})
     # The backend's own Options (its keys sit in [helpdesk] too), when its class declares them.
     options: Any = field(default=None, metadata={"config": False})
 

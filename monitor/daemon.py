@@ -23,6 +23,7 @@ from monitor.metrics import Metrics, serve
 from monitor.scheduler import ProbeScheduler, ScheduledProbe
 from monitor.snapshot import take_snapshot
 from monitor.store import Store
+from monitor.sync import HelpdeskSync, SyncLoop
 from notifiers import TICKET_BACKENDS
 from notifiers.base import Channel, TicketBackend
 from notifiers.email import SmtpChannel, SmtpSettings
@@ -108,14 +109,18 @@ class Daemon:
         self.engine = Engine(
             self.store, config.rules, engine_settings(config), self.metrics, take_snapshot
         )
+        backend = build_backend(config)
         self.dispatcher = Dispatcher(
             self.store,
-            build_backend(config),
+            backend,
             build_channel(config),
             Renderer(config.daemon.templates_dir or None),
             self.metrics,
         )
         self.scheduler = ProbeScheduler(self._receive, self.metrics)
+        self.sync = SyncLoop(
+            HelpdeskSync(self.store, backend), config.helpdesk.sync_interval, self.dispatcher.wake
+        )
         self._server: Any = None
         self._started = self._last_tick = time.time()
         self._reported: dict[str, float] = {}  # probe name -> when it last reported
@@ -147,6 +152,7 @@ class Daemon:
     def run(self) -> int:
         self._server = serve(self.metrics, self.config.daemon.listen)
         self.dispatcher.start()
+        self.sync.start()
         self.scheduler.start(build_jobs(self.config))
         log.info(
             "forewarn running: %d probes, %d rules, state in %s%s",
@@ -234,6 +240,7 @@ class Daemon:
         """Stop probing, evaluate what was already sampled, deliver what is due, close the DB."""
         log.info("shutting down")
         self.scheduler.shutdown()
+        self.sync.stop()
         self._process_pending(timeout=0)
         self.dispatcher.stop(drain_seconds=5.0)
         if self._server is not None:

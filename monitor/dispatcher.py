@@ -184,7 +184,7 @@ class Dispatcher:
             f"{row.payload['template']}.txt.j2",
             dict(row.payload["context"], ticket=_ticket_context(ticket)),
         )
-        op = self._respecting_humans(row.op, ticket)
+        op = row.op if row.payload.get("force") else self._respecting_humans(row.op, ticket)
         self._record_attempt(row)
         action = {
             "ticket.comment": self.backend.comment,

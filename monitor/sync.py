@@ -1,0 +1,155 @@
+"""The two-way sync: reads the human side of every open incident's ticket back from the help
+desk, on a schedule, and acts on it (decisions in `rules.helpdesk`).
+
+It runs in a thread of its own because it talks to the help desk; what it changes goes to the
+state store in short transactions, and what it says on tickets goes through the outbox.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+
+from monitor import store as st
+from notifiers.base import DeliveryError, TicketBackend, TicketInfo
+from rules.helpdesk import (
+    Acknowledge,
+    IncidentSide,
+    ReopenTicket,
+    SilenceTarget,
+    SyncDecision,
+    TicketSide,
+    sync,
+)
+from rules.silences import Matcher, MatchOp
+
+log = logging.getLogger(__name__)
+
+SILENCE_YEARS = 10  # "until someone re-arms it": `forewarn silences expire ID`
+
+
+class HelpdeskSync:
+    def __init__(
+        self, store: st.Store, backend: TicketBackend, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.store = store
+        self.backend = backend
+        self.clock = clock
+
+    def run_once(self) -> int:
+        """Look at every open incident's ticket once; return how many decisions were taken."""
+        taken = 0
+        for row in self.store.query(
+            "SELECT i.*, t.external_id, t.number FROM incident i JOIN ticket t"
+            " ON t.incident_id = i.id WHERE i.status = 'open'"
+        ):
+            info = self._read(row["external_id"])
+            if info is None:
+                continue
+            for decision in sync(self._incident(row), _side(info)):
+                self._apply(row, decision, info)
+                taken += 1
+        return taken
+
+    def _read(self, external_id: str) -> TicketInfo | None:
+        try:
+            return self.backend.get(external_id)
+        except DeliveryError as exc:  # the help desk is down: look again next time
+            log.warning("cannot read ticket %s back: %s", external_id, exc)
+            return None
+
+    def _incident(self, row: sqlite3.Row) -> IncidentSide:
+        firing = self.store.firing_members(row["id"], besides="")
+        rejected = self.store.query(
+            "SELECT 1 FROM event WHERE incident_id = ? AND kind = 'rejected' AND at >= ?",
+            (row["id"], row["opened_at"]),
+        )
+        return IncidentSide(
+            row["id"], row["acknowledged_at"] is not None, bool(rejected), firing > 0
+        )
+
+    def _apply(self, row: sqlite3.Row, decision: SyncDecision, info: TicketInfo) -> None:
+        now = self.clock()
+        with self.store.transaction() as conn:
+            if isinstance(decision, Acknowledge):
+                _acknowledge(conn, row["id"], decision.by, now)
+            elif isinstance(decision, SilenceTarget):
+                _acknowledge(conn, row["id"], decision.by, now)
+                _silence_target(conn, row, decision.by, now)
+            elif isinstance(decision, ReopenTicket):
+                _reopen(conn, row, info, now)
+        log.info("ticket %s: %s", row["number"], type(decision).__name__)
+
+
+def _side(info: TicketInfo) -> TicketSide:
+    return TicketSide(info.status, info.owner, info.human_touched)
+
+
+def _acknowledge(conn: sqlite3.Connection, incident_id: int, by: str, now: float) -> None:
+    changed = conn.execute(
+        "UPDATE incident SET acknowledged_at = ?, acknowledged_by = ?"
+        " WHERE id = ? AND acknowledged_at IS NULL",
+        (now, f"{by} (help desk)", incident_id),
+    ).rowcount
+    if changed:
+        st.add_event(conn, incident_id, now, "acknowledged", by=by, source="helpdesk")
+
+
+def _silence_target(conn: sqlite3.Connection, row: sqlite3.Row, by: str, now: float) -> None:
+    """Won't fix: this rule on this target says nothing more until someone re-arms it."""
+    labels = {"rule": row["rule"], **json.loads(row["labels"])}
+    matchers = [str(Matcher(name, MatchOp.EQUAL, value)) for name, value in sorted(labels.items())]
+    comment = f"ticket {row['number']} closed as rejected; re-arm with: forewarn silences expire"
+    cur = conn.execute(
+        "INSERT INTO silence (matchers, starts_at, ends_at, author, comment, created_at)"
+        " VALUES (?,?,?,?,?,?)",
+        (json.dumps(matchers), now, now + SILENCE_YEARS * 365 * 86400, by, comment, now),
+    )
+    st.add_event(conn, row["id"], now, "rejected", by=by, silence=cur.lastrowid)
+
+
+def _reopen(conn: sqlite3.Connection, row: sqlite3.Row, info: TicketInfo, now: float) -> None:
+    """A person resolved the ticket, but the problem goes on: say so, and reopen it."""
+    event_id = st.add_event(conn, row["id"], now, "reopened_ticket", resolved_by=info.owner)
+    text = (
+        f"This ticket was resolved, but the problem is still there: {row['summary']}.\n"
+        "forewarn reopens it; it will resolve it itself once the problem is gone."
+    )
+    st.enqueue(
+        conn,
+        f"incident:{row['id']}:event:{event_id}:ticket.reopen",
+        "ticket.reopen",
+        {"text": text, "force": True},
+        now,
+        row["id"],
+    )
+
+
+class SyncLoop:
+    """Runs `HelpdeskSync.run_once` every `interval` seconds in a thread of its own."""
+
+    def __init__(self, sync_: HelpdeskSync, interval: float, wake: Callable[[], None]) -> None:
+        self.sync = sync_
+        self.interval = interval
+        self.wake = wake  # the dispatcher, when there is something to deliver
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="helpdesk-sync", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                if self.sync.run_once():
+                    self.wake()
+            except Exception:  # one bad look must not end the sync
+                log.exception("help-desk sync failed")
