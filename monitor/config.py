@@ -253,10 +253,29 @@ PROBE_STALE_RULE = Rule(
 )
 
 
+DELIVERY_FAILED = "delivery_failed"
+DELIVERY_FAILED_RULE = Rule(
+    name=DELIVERY_FAILED,
+    metric="outbox_dead_recent",
+    condition=compile_condition("value > 0"),
+    severity=Severity.WARNING,
+    summary="{{ value | int }} deliveries to the help desk or mail server failed for good",
+    description=(
+        "In the last 24 hours forewarn gave up on some tickets, comments or e-mails because "
+        "the help desk or the mail server refused them (a 4xx answer: a wrong token, a missing "
+        "queue, a rejected address). They will not be retried. `forewarn incidents show ID` "
+        "lists the failed deliveries with the reason (delivery_failed events); fix the "
+        "configuration and restart."
+    ),
+    category="monitoring",
+)
+BUILTIN_RULES = (PROBE_STALE_RULE, DELIVERY_FAILED_RULE)
+
+
 def _with_builtin_rules(rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
-    if any(rule.name == PROBE_STALE for rule in rules):
-        return rules
-    return (*rules, PROBE_STALE_RULE)
+    """The built-in self-monitoring rules, unless the config defines rules of their names."""
+    names = {rule.name for rule in rules}
+    return (*rules, *(rule for rule in BUILTIN_RULES if rule.name not in names))
 
 
 @dataclass(frozen=True)
@@ -659,7 +678,7 @@ def _parse_probes_and_rules(
     probes = tuple(filter(None, _parse_probes(probe_tables, ctx)))
     known = _Known(
         probes=_names(probe_tables),
-        rules=_names(rule_tables) | {PROBE_STALE},
+        rules=_names(rule_tables) | {rule.name for rule in BUILTIN_RULES},
         intervals={probe.name: probe.interval for probe in probes},
     )
     return probes, tuple(filter(None, _parse_rules(rule_tables, known, ctx)))

@@ -188,7 +188,8 @@ class Daemon:
             return
         self._last_tick = now
         try:
-            changed = self.engine.process(self._staleness(now), now) + self.engine.tick(now)
+            samples = [*self._staleness(now), self._dead_deliveries(now)]
+            changed = self.engine.process(samples, now) + self.engine.tick(now)
         except Exception:
             log.exception("periodic evaluation failed")
             return
@@ -204,6 +205,11 @@ class Daemon:
             labels = {"probe": probe.name, "kind": probe.kind}
             samples.append(Sample(PROBE_STALE, value, now, labels))
         return samples
+
+    def _dead_deliveries(self, now: float) -> Sample:
+        """`outbox_dead_recent`: deliveries given up on in the last day (a self-alert)."""
+        failed = self.store.failed_deliveries_since(now - 86400)
+        return Sample("outbox_dead_recent", float(failed), now, {})
 
     def _take_batch(self, timeout: float) -> list[Sample]:
         try:

@@ -306,6 +306,13 @@ class Store:
         )
         return rows[0] if rows else None
 
+    def failed_deliveries_since(self, since: float) -> int:
+        """Deliveries given up on (a permanent error) after `since`."""
+        rows = self.query(
+            "SELECT COUNT(*) FROM event WHERE kind = 'delivery_failed' AND at > ?", (since,)
+        )
+        return int(rows[0][0])
+
     def outbox_stats(self, now: float) -> tuple[int, float, int]:
         """(pending rows, age in seconds of the oldest pending row, dead rows)."""
         row = self.query(

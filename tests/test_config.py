@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from monitor.config import (
+    BUILTIN_RULES,
+    DELIVERY_FAILED_RULE,
     PROBE_STALE_RULE,
     Config,
     ConfigError,
@@ -136,6 +138,7 @@ def test_default_rules_have_sensible_thresholds() -> None:
         "temperature_high": ("temperature_celsius", "value > 85", 120, "value > 95", None, 0),
         "probe_failing": ("probe_up", "value == 0", 120, None, None, 0),
         "probe_stale": ("probe_stale", "value == 1", 0, None, None, 0),
+        "delivery_failed": ("outbox_dead_recent", "value > 0", 0, None, None, 0),
     }  # fmt: skip
     assert set(rules) == set(expected)
     for name, (metric, condition, for_seconds, critical, clear, hold) in expected.items():
@@ -491,7 +494,7 @@ def test_username_and_password_go_together(monkeypatch: pytest.MonkeyPatch) -> N
 def test_empty_file_is_a_machine_without_probes() -> None:
     config = parse_config("", "empty.toml")
     assert (config.probes, config.smtp, config.maintenance) == ((), None, ())
-    assert config.rules == (PROBE_STALE_RULE,)
+    assert config.rules == BUILTIN_RULES
     assert config.daemon.hostname == socket.gethostname()
     assert config.daemon.reopen_within == 86_400
     assert config.source == "empty.toml"
@@ -618,7 +621,7 @@ RULE = '[[rule]]\nname = "r"\nmetric = "m"\ncondition = "value > 1"\n'
 
 def own_rules(text: str) -> list[Rule]:
     """The rules the text defines, without the built-in ones added to every config."""
-    return [rule for rule in parse_config(text, "c.toml").rules if rule is not PROBE_STALE_RULE]
+    return [rule for rule in parse_config(text, "c.toml").rules if rule not in BUILTIN_RULES]
 
 
 def test_rule_defaults_and_compiled_conditions() -> None:
@@ -906,13 +909,24 @@ def test_probe_stale_is_built_in() -> None:
     assert rule.summary == "Probe {{ labels.probe }} stopped reporting"
     assert "three of its intervals" in rule.description
     assert rule.condition({"value": 1.0}) and not rule.condition({"value": 0.0})
-    assert parse_config(RULE, "c.toml").rules[-1] is PROBE_STALE_RULE
+    assert parse_config(RULE, "c.toml").rules[-2:] == BUILTIN_RULES
+
+
+def test_delivery_failed_is_built_in() -> None:
+    rule = DELIVERY_FAILED_RULE
+    assert (rule.metric, rule.severity, rule.category) == (
+        "outbox_dead_recent",
+        Severity.WARNING,
+        "monitoring",
+    )
+    assert rule.condition({"value": 1.0}) and not rule.condition({"value": 0.0})
 
 
 def test_probe_stale_can_be_overridden() -> None:
     text = RULE.replace('"r"', '"probe_stale"').replace('"m"', '"probe_stale"')
     text += 'severity = "critical"\nfor = "5m"\n'
-    [rule] = parse_config(text, "c.toml").rules
+    rule, builtin = parse_config(text, "c.toml").rules
+    assert builtin is DELIVERY_FAILED_RULE
     assert (rule.name, rule.severity, rule.for_seconds) == ("probe_stale", Severity.CRITICAL, 300)
 
 

@@ -393,6 +393,9 @@ def test_rejected_recipient_is_dead_and_the_rest_is_delivered(rig: Rig) -> None:
     assert failed["key"] == dead["key"] and "550" in failed["error"]
     assert rig.deliveries("email.send", "dead") == 1
     assert len(rig.mails_to(HELPDESK)) == 1
+    # what the daemon's built-in `delivery_failed` self-alert reads
+    assert rig.store.failed_deliveries_since(T0 - 1) == 1
+    assert rig.store.failed_deliveries_since(rig.clock.now + 1) == 0
 
     rig.clock.advance(RETRY.cap * 10)
     assert rig.dispatcher.run_once() == 0  # dead stays dead
