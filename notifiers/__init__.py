@@ -11,6 +11,10 @@ from typing import Any
 from notifiers.base import Channel
 from notifiers.builtin import BuiltinTickets
 from notifiers.email import SmtpChannel
+from notifiers.email_tickets import EmailTickets
+from notifiers.webhook import WebhookTickets
 
-TICKET_BACKENDS: dict[str, Any] = {BuiltinTickets.kind: BuiltinTickets}
+TICKET_BACKENDS: dict[str, Any] = {
+    cls.kind: cls for cls in (BuiltinTickets, EmailTickets, WebhookTickets)
+}
 CHANNELS: dict[str, Callable[..., Channel]] = {SmtpChannel.kind: SmtpChannel}
