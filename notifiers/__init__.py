@@ -12,9 +12,10 @@ from notifiers.base import Channel
 from notifiers.builtin import BuiltinTickets
 from notifiers.email import SmtpChannel
 from notifiers.email_tickets import EmailTickets
+from notifiers.redmine import RedmineTickets
 from notifiers.webhook import WebhookTickets
 
 TICKET_BACKENDS: dict[str, Any] = {
-    cls.kind: cls for cls in (BuiltinTickets, EmailTickets, WebhookTickets)
+    cls.kind: cls for cls in (BuiltinTickets, EmailTickets, RedmineTickets, WebhookTickets)
 }
 CHANNELS: dict[str, Callable[..., Channel]] = {SmtpChannel.kind: SmtpChannel}

@@ -5,9 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the integration tests run for real: the Nagios plugins (command probe),
-# node_exporter and Prometheus (scrape and promql probes), smartctl, ping, systemd-analyze.
+# node_exporter and Prometheus (scrape and promql probes), smartctl, ping, systemd-analyze,
+# chrony (clock probe), and the real help desks Redmine and Request Tracker.
 DEBIAN_PACKAGES="ca-certificates openssl systemd iputils-ping smartmontools chrony
-  monitoring-plugins-basic prometheus-node-exporter prometheus"
+  monitoring-plugins-basic prometheus-node-exporter prometheus redmine redmine-sqlite"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   need=()
   for pkg in $DEBIAN_PACKAGES; do
@@ -20,6 +21,13 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
       printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
       trap 'rm -f /usr/sbin/policy-rc.d' EXIT
     fi
+    # Redmine (the redmine backend's tests) on SQLite, configured without questions.
+    debconf-set-selections <<'PRESEED'
+redmine redmine/current-instances string default
+redmine redmine/instances/default/dbconfig-install boolean false
+redmine redmine/instances/default/database-type select sqlite3
+redmine redmine/instances/default/default-language select en
+PRESEED
     apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -q \
       --no-install-recommends "${need[@]}"
