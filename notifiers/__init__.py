@@ -13,9 +13,11 @@ from notifiers.builtin import BuiltinTickets
 from notifiers.email import SmtpChannel
 from notifiers.email_tickets import EmailTickets
 from notifiers.redmine import RedmineTickets
+from notifiers.rt import RtTickets
 from notifiers.webhook import WebhookTickets
 
 TICKET_BACKENDS: dict[str, Any] = {
-    cls.kind: cls for cls in (BuiltinTickets, EmailTickets, RedmineTickets, WebhookTickets)
+    cls.kind: cls
+    for cls in (BuiltinTickets, EmailTickets, RedmineTickets, RtTickets, WebhookTickets)
 }
 CHANNELS: dict[str, Callable[..., Channel]] = {SmtpChannel.kind: SmtpChannel}

@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 # node_exporter and Prometheus (scrape and promql probes), smartctl, ping, systemd-analyze,
 # chrony (clock probe), and the real help desks Redmine and Request Tracker.
 DEBIAN_PACKAGES="ca-certificates openssl systemd iputils-ping smartmontools chrony
-  monitoring-plugins-basic prometheus-node-exporter prometheus redmine redmine-sqlite"
+  monitoring-plugins-basic prometheus-node-exporter prometheus redmine redmine-sqlite
+  request-tracker5 rt5-db-sqlite rt5-standalone"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   need=()
   for pkg in $DEBIAN_PACKAGES; do
@@ -21,8 +22,17 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
       printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
       trap 'rm -f /usr/sbin/policy-rc.d' EXIT
     fi
-    # Redmine (the redmine backend's tests) on SQLite, configured without questions.
+    # Redmine and Request Tracker (the help-desk backends' tests) on SQLite, configured
+    # without questions; the tests create their databases themselves.
     debconf-set-selections <<'PRESEED'
+request-tracker5 request-tracker5/dbconfig-install boolean false
+request-tracker5 request-tracker5/install-cronjobs boolean false
+request-tracker5 request-tracker5/rtname string rt.localhost
+request-tracker5 request-tracker5/organization string localhost
+request-tracker5 request-tracker5/correspondaddress string rt@localhost
+request-tracker5 request-tracker5/commentaddress string rt-comment@localhost
+request-tracker5 request-tracker5/webbaseurl string http://127.0.0.1
+request-tracker5 request-tracker5/handle-siteconfig-permissions boolean true
 redmine redmine/current-instances string default
 redmine redmine/instances/default/dbconfig-install boolean false
 redmine redmine/instances/default/database-type select sqlite3
