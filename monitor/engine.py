@@ -35,7 +35,7 @@ from rules import (
     incident_key,
     matches,
 )
-from rules.silences import MaintenanceWindow, Silence, muted, parse_matcher
+from rules.silences import MaintenanceWindow, Silence, muted
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ class Engine:
         silences = []
         for row in self.store.silences(now):
             try:
-                silences.append(_silence(row))
+                silences.append(st.silence_from_row(row))
             except ValueError as exc:  # a hand-edited row must not stop every tick
                 log.warning("ignoring silence %s: %s", row["id"], exc)
         self._silences = silences
@@ -215,14 +215,3 @@ class Engine:
                 log.info("rule %s: %s stopped reporting", rule.name, alert.labels)
                 batch.steps.append((rule, expire(rule, alert, now)))
         return batch
-
-
-def _silence(row: Any) -> Silence:
-    return Silence(
-        id=str(row["id"]),
-        matchers=tuple(parse_matcher(m) for m in json.loads(row["matchers"])),
-        starts_at=row["starts_at"],
-        ends_at=row["ends_at"],
-        author=row["author"],
-        comment=row["comment"],
-    )

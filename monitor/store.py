@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rules.model import AlertState, IncidentView, Phase, Severity
+from rules.silences import Silence, parse_matcher
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alert (
@@ -409,6 +410,18 @@ def incident_view(row: sqlite3.Row) -> IncidentView:
         resolved_at=row["resolved_at"],
         intermittent=bool(row["intermittent"]),
         rule=row["rule"],
+    )
+
+
+def silence_from_row(row: sqlite3.Row) -> Silence:
+    """A stored silence as the rule engine matches it (raises ValueError for a bad row)."""
+    return Silence(
+        id=str(row["id"]),
+        matchers=tuple(parse_matcher(m) for m in json.loads(row["matchers"])),
+        starts_at=row["starts_at"],
+        ends_at=row["ends_at"],
+        author=row["author"],
+        comment=row["comment"],
     )
 
 

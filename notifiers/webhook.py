@@ -82,6 +82,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from notifiers.base import DeliveryError, TicketDraft, TicketInfo
 from probes.base import Duration
+from probes.http import check_secret_header, parse_header
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,6 @@ METHODS = ("POST", "PUT", "PATCH")
 DEFAULT_TIMEOUT = Duration(10)
 RETRYABLE_STATUSES = (408, 429)
 MAX_EXCERPT_CHARS = 120  # of a response body, quoted in an error
-HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
 _EMPTY_JSON: tuple[Any, ...] = (None, [], {})
 TRANSIENT_ERRORS = (
@@ -101,22 +101,6 @@ TRANSIENT_ERRORS = (
 
 
 # --- option checks -----------------------------------------------------------------------
-
-
-def parse_header(line: str) -> tuple[str, str]:
-    name, colon, value = line.partition(":")
-    if not colon or not HEADER_NAME.fullmatch(name.strip()):
-        raise ValueError(f'header {line!r} is not of the form "Name: value"')
-    if "\r" in value or "\n" in value:
-        raise ValueError(f"header {name.strip()!r} has a line break in its value")
-    return name.strip(), value.strip()
-
-
-def _check_secret_header(line: str) -> None:
-    try:
-        parse_header(line)
-    except ValueError:  # its own message would quote the secret
-        raise ValueError('secret_header is not of the form "Name: value"') from None
 
 
 def _check_url(url: str, key: str) -> None:
@@ -231,7 +215,7 @@ class WebhookTickets:
             for line in self.headers:
                 parse_header(line)
             if self.secret_header is not None:
-                _check_secret_header(self.secret_header)
+                check_secret_header(self.secret_header)
             if self.find_url is not None:
                 _check_find_url(self.find_url)
             if self.id_path is not None:
@@ -323,8 +307,9 @@ class WebhookTickets:
     def _send(self, payload: dict[str, Any], headers: dict[str, str]) -> requests.Response:
         event = str(payload["event"])
         data = self._body(payload).encode()
-        return self._request(event, self.options.method, self.options.url, data=data,
-                             headers=headers)
+        return self._request(
+            event, self.options.method, self.options.url, data=data, headers=headers
+        )
 
     def _body(self, payload: dict[str, Any]) -> str:
         if self.template is None:
@@ -344,8 +329,12 @@ class WebhookTickets:
         where = f"webhook {event} {method} {origin(url)}"
         try:
             response = self.session.request(
-                method, url, timeout=float(self.options.timeout), allow_redirects=False,
-                verify=self.options.verify_tls, **kwargs,
+                method,
+                url,
+                timeout=float(self.options.timeout),
+                allow_redirects=False,
+                verify=self.options.verify_tls,
+                **kwargs,
             )
         except requests.RequestException as err:
             # `from None`: the original names the URL's path, which may be the secret

@@ -109,7 +109,7 @@ def parse_header(line: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-def _check_secret_header(line: str) -> None:
+def check_secret_header(line: str) -> None:
     try:
         parse_header(line)
     except ValueError:  # its own message would quote the secret
@@ -411,7 +411,7 @@ class HttpProbe:
             for line in self.headers:
                 parse_header(line)
             if self.secret_header is not None:
-                _check_secret_header(self.secret_header)
+                check_secret_header(self.secret_header)
             _check_body_options(self)
             _check_tls_options(self)
 

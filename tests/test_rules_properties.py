@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from monitor.engine import Engine, EngineSettings
 from monitor.metrics import Metrics
-from monitor.store import Store
+from monitor.store import Store, silence_from_row
 from probes.base import Sample
 from rules import (
     AlertState,
@@ -38,7 +38,7 @@ from rules import (
     expire,
 )
 from rules.flapping import FlapState, observe
-from rules.silences import MaintenanceWindow, Silence, muted, parse_matcher
+from rules.silences import MaintenanceWindow, muted, parse_matcher
 
 T0 = 1_800_000_000.0  # Friday 2027-01-15 08:00 UTC
 PURE = settings(max_examples=300, deadline=None)
@@ -404,17 +404,7 @@ def _assert_no_update_before_its_ticket(rig: Rig) -> None:
 
 def _assert_no_mail_while_muted(rig: Rig) -> None:
     """No e-mail about an alert that a silence or maintenance window selected at the time."""
-    silences = [
-        Silence(
-            id=str(row["id"]),
-            matchers=tuple(parse_matcher(m) for m in json.loads(row["matchers"])),
-            starts_at=row["starts_at"],
-            ends_at=row["ends_at"],
-            author=row["author"],
-            comment=row["comment"],
-        )
-        for row in rig.rows("SELECT * FROM silence")
-    ]
+    silences = [silence_from_row(row) for row in rig.rows("SELECT * FROM silence")]
     windows = rig.engine.settings.maintenance
     for row in rig.rows("SELECT payload, created_at FROM outbox WHERE op = 'email.send'"):
         alert = json.loads(row["payload"])["context"]["alert"]

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from monitor.store import Store
+from monitor.store import Store, silence_from_row
 from rules.silences import Silence, muted, parse_matcher
 
 # Variables that would make the command line pick another config.
@@ -75,17 +75,7 @@ def daemon_view(config: Path, now: float) -> list[Silence]:
         rows = store.silences(now)
     finally:
         store.close()
-    return [
-        Silence(
-            id=str(row["id"]),
-            matchers=tuple(parse_matcher(m) for m in json.loads(row["matchers"])),
-            starts_at=row["starts_at"],
-            ends_at=row["ends_at"],
-            author=row["author"],
-            comment=row["comment"],
-        )
-        for row in rows
-    ]
+    return [silence_from_row(row) for row in rows]
 
 
 def table_rows(config: Path) -> list[sqlite3.Row]:
