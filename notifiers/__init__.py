@@ -3,21 +3,42 @@
 The registries map the config `kind` string to the class; an unknown kind is a config error.
 Ticket backends are built with `cls.from_config(options, state_path)` (see
 `notifiers.base.TicketBackend`); the SMTP channel with `SmtpChannel(SmtpSettings(...))`.
+A backend's module is imported when its kind is first looked up: a daemon that keeps tickets
+in the built-in store does not load the HTTP stack of Request Tracker's or Redmine's client.
 """
 
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from notifiers.base import Channel
-from notifiers.builtin import BuiltinTickets
 from notifiers.email import SmtpChannel
-from notifiers.email_tickets import EmailTickets
-from notifiers.redmine import RedmineTickets
-from notifiers.rt import RtTickets
-from notifiers.webhook import WebhookTickets
 
-TICKET_BACKENDS: dict[str, Any] = {
-    cls.kind: cls
-    for cls in (BuiltinTickets, EmailTickets, RedmineTickets, RtTickets, WebhookTickets)
-}
+
+class _LazyRegistry(Mapping[str, Any]):
+    """kind -> class, each class imported from its `module.Class` path on first use."""
+
+    def __init__(self, paths: dict[str, str]) -> None:
+        self._paths = paths
+
+    def __getitem__(self, kind: str) -> Any:
+        module, _, name = self._paths[kind].rpartition(".")
+        return getattr(importlib.import_module(module), name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._paths)
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+
+TICKET_BACKENDS: Mapping[str, Any] = _LazyRegistry(
+    {
+        "builtin": "notifiers.builtin.BuiltinTickets",
+        "email": "notifiers.email_tickets.EmailTickets",
+        "redmine": "notifiers.redmine.RedmineTickets",
+        "rt": "notifiers.rt.RtTickets",
+        "webhook": "notifiers.webhook.WebhookTickets",
+    }
+)
 CHANNELS: dict[str, Callable[..., Channel]] = {SmtpChannel.kind: SmtpChannel}

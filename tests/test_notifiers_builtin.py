@@ -269,3 +269,9 @@ def test_a_lock_held_too_long_is_a_transient_error(
         store.create(draft())
     assert not caught.value.permanent
     assert "locked" in str(caught.value)
+
+
+def test_every_backend_is_registered_under_its_own_kind() -> None:
+    assert set(TICKET_BACKENDS) == {"builtin", "email", "redmine", "rt", "webhook"}
+    for kind in TICKET_BACKENDS:
+        assert TICKET_BACKENDS[kind].kind == kind
