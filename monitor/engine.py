@@ -66,6 +66,7 @@ class Engine:
         self.reconfigure(rules, settings)
         self.lifecycle = Lifecycle(store, settings, metrics, snapshot, self._alert_of, self._mute)
         self._silences: list[Silence] = []
+        self._first_tick: float | None = None
 
     def reconfigure(self, rules: Iterable[Rule], settings: EngineSettings) -> None:
         self.rules = tuple(rules)
@@ -103,34 +104,43 @@ class Engine:
         return batch
 
     def _commit(self, batch: _Batch, now: float) -> int:
-        if not batch.steps:
-            return 0
-        transitions = 0
-        with self.store.transaction() as conn:
-            for rule, result in batch.steps:
-                self._note(rule, result)
-                self._persist(conn, result.state)
-                if result.transition is not None:
-                    transitions += 1
-                    self._on_transition(conn, rule, result.transition, now)
+        """Write what changed in one transaction; a batch of healthy series writes nothing."""
+        writes = [
+            (rule, result)
+            for rule, result in batch.steps
+            if result.transition is not None or self._changed(result.state)
+        ]
+        for rule, result in batch.steps:
+            self._note(rule, result)
+        if writes:
+            with self.store.transaction() as conn:
+                for rule, result in writes:
+                    self._persist(conn, result.state)
+                    if result.transition is not None:
+                        self._on_transition(conn, rule, result.transition, now)
         for _rule, result in batch.steps:
             self._alerts[result.state.fingerprint] = result.state
         self.metrics.set_alert_states(self._alerts.values())
-        return transitions
+        return sum(result.transition is not None for _rule, result in writes)
 
     def _note(self, rule: Rule, result: Evaluation) -> None:
         for note in result.notes:
             log.warning("rule %s: %s", rule.name, note)
             self.metrics.rule_errors.labels(rule=rule.name).inc()
 
-    def _persist(self, conn: sqlite3.Connection, state: AlertState) -> None:
-        # Inactive alerts with no history are not worth a row: most series are healthy.
+    def _changed(self, state: AlertState) -> bool:
+        """Whether the stored row must change: the phase, its timing and the predicted impact,
+        not every new value. Healthy series have no row at all."""
         previous = self._alerts.get(state.fingerprint)
-        if state.phase is Phase.INACTIVE and (previous is None or previous.phase is Phase.INACTIVE):
-            if previous is not None:
-                st.delete_alert(conn, state.fingerprint)
-            return
-        st.save_alert(conn, state)
+        if previous is None:
+            return state.phase is not Phase.INACTIVE
+        return _significant(previous) != _significant(state)
+
+    def _persist(self, conn: sqlite3.Connection, state: AlertState) -> None:
+        if state.phase is Phase.INACTIVE:
+            st.delete_alert(conn, state.fingerprint)  # healthy again: no row needed
+        else:
+            st.save_alert(conn, state)
 
     # --- incidents ----------------------------------------------------------------------
 
@@ -191,16 +201,23 @@ class Engine:
     def tick(self, now: float) -> int:
         """Expire series that stopped reporting; promote symptoms that outlived their root
         cause; release incidents whose mute ended."""
+        if self._first_tick is None:
+            self._first_tick = now
         self.load_silences(now)
         transitions = self._commit(self._expired(now), now)
-        with self.store.transaction() as conn:
-            for child in self.store.orphaned_symptoms(now - self.settings.promote_after):
-                self.lifecycle.promote(conn, child, now)
-            for row in self.store.muted_incidents():
-                rule = self.by_name.get(row["rule"])
-                if rule is not None and self._mute(rule, json.loads(row["labels"]), now) is None:
+        orphans = self.store.orphaned_symptoms(now - self.settings.promote_after)
+        released = [row for row in self.store.muted_incidents() if self._mute_ended(row, now)]
+        if orphans or released:
+            with self.store.transaction() as conn:
+                for child in orphans:
+                    self.lifecycle.promote(conn, child, now)
+                for row in released:
                     self.lifecycle.release(conn, row["id"], now)
         return transitions
+
+    def _mute_ended(self, incident: Any, now: float) -> bool:
+        rule = self.by_name.get(incident["rule"])
+        return rule is not None and self._mute(rule, json.loads(incident["labels"]), now) is None
 
     def _expired(self, now: float) -> _Batch:
         batch = _Batch()
@@ -211,7 +228,21 @@ class Engine:
             stale_after = self.settings.stale_after.get(
                 alert.labels.get("probe", ""), DEFAULT_STALE_AFTER
             )
-            if now - alert.evaluated_at > stale_after:
+            # Loaded from the store after a restart, an alert was last seen before the daemon
+            # started: its series gets a full `stale_after` from the first tick to report.
+            if now - max(alert.evaluated_at, self._first_tick or now) > stale_after:
                 log.info("rule %s: %s stopped reporting", rule.name, alert.labels)
                 batch.steps.append((rule, expire(rule, alert, now)))
         return batch
+
+
+def _significant(state: AlertState) -> tuple[object, ...]:
+    return (
+        state.phase,
+        state.severity,
+        state.changed_at,
+        state.active_since,
+        state.cleared_since,
+        state.flapping,
+        state.predicted_at,  # the time of impact is kept on the alert, as it moves
+    )

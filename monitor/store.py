@@ -111,6 +111,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     done_at REAL
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(status, next_attempt_at);
+-- Done rows are kept: finding an incident's ticket operations must not scan them all.
+CREATE INDEX IF NOT EXISTS outbox_by_incident ON outbox(incident_id, op);
 CREATE TABLE IF NOT EXISTS event (
     id INTEGER PRIMARY KEY,
     incident_id INTEGER REFERENCES incident(id),

@@ -406,9 +406,9 @@ def test_disk_filling_opens_the_ticket_hours_before_the_disk_is_full(play: Play)
     assert round(lead_time) == parse_duration("3h43m")
     [opened] = result.rows("SELECT detail FROM event WHERE kind = 'opened'")
     assert json.loads(opened["detail"])["value"] < 100  # before the level reaches the limit
-    # The alert keeps the prediction up to date while it fires: same steady rate, same moment.
+    # The alert keeps the prediction (written when it moves): same steady rate, same moment.
     [alert] = result.rows("SELECT * FROM alert")
-    assert (alert["phase"], alert["evaluated_at"]) == ("firing", result.at("10h"))
+    assert alert["phase"] == "firing"
     assert alert["predicted_at"] == pytest.approx(result.at("11h58m"), abs=1.0)
     assert result.ops() == ["ticket.create", "email.send:helpdesk_opened"]
 
