@@ -151,14 +151,20 @@ class Dispatcher:
         # alerts firing together all appear in it.
         context = dict(row.payload["context"], alerts=self.store.members(row.incident_id))
         marker = context["incident"]["marker"]
-        found = self.backend.find_by_marker(marker) if row.attempts > 0 else None
+        # Look first: another forewarn (a replica) may have opened it, or an earlier attempt
+        # of ours whose outcome is unknown. A closed ticket found on a first attempt belongs
+        # to an older incident whose local record was lost, not to this one.
+        found = self.backend.find_by_marker(marker)
+        if found is not None and row.attempts == 0 and found.status in ("resolved", "rejected"):
+            found = None
         if found is None:
             draft = self._draft(context, row.payload["template"], row.incident_id)
             self._record_attempt(row)
             found = self.backend.create(draft)
             log.info("ticket %s created for incident %s", found.number, row.incident_id)
         else:
-            log.info("ticket %s found by its marker after an unknown outcome", found.number)
+            log.info("ticket %s found by its marker (a replica's, or an unknown outcome's)",
+                     found.number)
         self._done(row, found)
 
     def _draft(self, context: dict[str, Any], template: str, incident_id: int) -> TicketDraft:
