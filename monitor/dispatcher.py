@@ -15,7 +15,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,9 +54,11 @@ class Dispatcher:
         metrics: Metrics,
         retry: RetryPolicy = RetryPolicy(),
         clock: Callable[[], float] = time.time,
+        routes: Mapping[str, TicketBackend] | None = None,
     ) -> None:
         self.store = store
-        self.backend = backend
+        self.backend = backend  # the [helpdesk] one: incidents of no [[route]]
+        self.routes = dict(routes or {})
         self.channel = channel
         self.renderer = renderer
         self.metrics = metrics
@@ -154,20 +156,29 @@ class Dispatcher:
         # Look first: another forewarn (a replica) may have opened it, or an earlier attempt
         # of ours whose outcome is unknown. A closed ticket found on a first attempt belongs
         # to an older incident whose local record was lost, not to this one.
-        found = self.backend.find_by_marker(marker)
+        backend = self.backend_for(row.incident_id)
+        found = backend.find_by_marker(marker)
         if found is not None and row.attempts == 0 and found.status in ("resolved", "rejected"):
             found = None
         if found is None:
-            draft = self._draft(context, row.payload["template"], row.incident_id)
+            draft = self._draft(context, row.payload["template"], row.incident_id, _kind(backend))
             self._record_attempt(row)
-            found = self.backend.create(draft)
+            found = backend.create(draft)
             log.info("ticket %s created for incident %s", found.number, row.incident_id)
         else:
-            log.info("ticket %s found by its marker (a replica's, or an unknown outcome's)",
-                     found.number)
-        self._done(row, found)
+            log.info(
+                "ticket %s found by its marker (a replica's, or an unknown outcome's)", found.number
+            )
+        self._done(row, found, _kind(backend))
 
-    def _draft(self, context: dict[str, Any], template: str, incident_id: int) -> TicketDraft:
+    def backend_for(self, incident_id: int | None) -> TicketBackend:
+        """The help desk of the incident's route (chosen when it opened by `[[route]]`)."""
+        route = self.store.route_of(incident_id) if incident_id is not None else None
+        return self.routes.get(route or "", self.backend)
+
+    def _draft(
+        self, context: dict[str, Any], template: str, incident_id: int, kind: str
+    ) -> TicketDraft:
         incident = context["incident"]
         category = incident.get("category") or ""
         related = self.store.earlier_tickets(incident_id)
@@ -179,7 +190,7 @@ class Dispatcher:
             priority=incident["priority"],
             category=category,
             tags=tuple(t for t in ("forewarn", category, context.get("service") or "") if t),
-            related=tuple(t.external_id for t in related if t.backend == self._backend_kind()),
+            related=tuple(t.external_id for t in related if t.backend == kind),
         )
 
     def _update_ticket(self, row: st.OutboxRow) -> None:
@@ -190,22 +201,24 @@ class Dispatcher:
             f"{row.payload['template']}.txt.j2",
             dict(row.payload["context"], ticket=_ticket_context(ticket)),
         )
-        op = row.op if row.payload.get("force") else self._respecting_humans(row.op, ticket)
+        backend = self.backend_for(row.incident_id)
+        forced = row.payload.get("force")
+        op = row.op if forced else self._respecting_humans(row.op, ticket, backend)
         self._record_attempt(row)
         action = {
-            "ticket.comment": self.backend.comment,
-            "ticket.resolve": self.backend.resolve,
-            "ticket.reopen": self.backend.reopen,
+            "ticket.comment": backend.comment,
+            "ticket.resolve": backend.resolve,
+            "ticket.reopen": backend.reopen,
         }[op]
         action(ticket.external_id, text)
         self._done(row, None)
 
-    def _respecting_humans(self, op: str, ticket: st.TicketRef) -> str:
+    def _respecting_humans(self, op: str, ticket: st.TicketRef, backend: TicketBackend) -> str:
         """Once a person has changed a ticket, forewarn only comments on it: a recovery does
         not close a ticket an agent owns, a recurrence does not reopen one they closed."""
         if op not in ("ticket.resolve", "ticket.reopen"):
             return op
-        info = self.backend.get(ticket.external_id)
+        info = backend.get(ticket.external_id)
         if info is not None and info.human_touched:
             log.info("ticket %s is in human hands: commenting instead of %s", ticket.number, op)
             return "ticket.comment"
@@ -251,7 +264,7 @@ class Dispatcher:
         with self.store.transaction() as conn:
             conn.execute("UPDATE outbox SET attempts = attempts + 1 WHERE id = ?", (row.id,))
 
-    def _done(self, row: st.OutboxRow, created: TicketInfo | None) -> None:
+    def _done(self, row: st.OutboxRow, created: TicketInfo | None, kind: str = "") -> None:
         now = self.clock()
         with self.store.transaction() as conn:
             if created is not None and row.incident_id is not None:
@@ -259,7 +272,7 @@ class Dispatcher:
                     "INSERT OR IGNORE INTO ticket VALUES (?,?,?,?,?,?,?)",
                     (
                         row.incident_id,
-                        self._backend_kind(),
+                        kind,
                         created.external_id,
                         created.number,
                         created.url,
@@ -273,7 +286,7 @@ class Dispatcher:
                     now,
                     "ticket_created",
                     ticket=created.number,
-                    backend=self._backend_kind(),
+                    backend=kind,
                 )
             conn.execute(
                 "UPDATE outbox SET status = 'done', done_at = ?, last_error = NULL WHERE id = ?",
@@ -328,8 +341,9 @@ class Dispatcher:
                 (self.clock() + delay, error, attempts, row.id),
             )
 
-    def _backend_kind(self) -> str:
-        return str(getattr(self.backend, "kind", "unknown"))
+
+def _kind(backend: TicketBackend) -> str:
+    return str(getattr(backend, "kind", "unknown"))
 
 
 def _ticket_context(ticket: st.TicketRef) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from rules import (
     marker,
     render_summary,
 )
+from rules.routing import Route, route_for
 from rules.silences import MaintenanceWindow
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ class EngineSettings:
     # A symptom still failing this long after its root cause resolved gets its own ticket;
     # services that restart a little after their host came back do not.
     promote_after: float = 300.0
+    # (name, matchers) of each [[route]], in order: where an incident's ticket goes.
+    routes: tuple[Route, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,10 @@ class Lifecycle:
         earlier = conn.execute(
             "SELECT COUNT(*) FROM incident WHERE fingerprint = ?", (d.fingerprint,)
         ).fetchone()[0]
-        incident_id = _insert_incident(conn, d, rule, alert, marker(d.fingerprint, earlier + 1))
+        route = route_for(rule, alert.labels, self.settings.routes)
+        incident_id = _insert_incident(
+            conn, d, rule, alert, marker(d.fingerprint, earlier + 1), route
+        )
         _upsert_member(conn, incident_id, rule, alert, d.at)
         st.add_event(
             conn,
@@ -501,12 +507,17 @@ class Lifecycle:
 
 
 def _insert_incident(
-    conn: sqlite3.Connection, d: OpenIncident, rule: Rule, alert: AlertState, ticket_marker: str
+    conn: sqlite3.Connection,
+    d: OpenIncident,
+    rule: Rule,
+    alert: AlertState,
+    ticket_marker: str,
+    route: str,
 ) -> int:
     cur = conn.execute(
         "INSERT INTO incident (fingerprint, marker, rule, labels, status, episode, severity,"
         " priority, category, service, summary, first_opened_at, opened_at, parent_id,"
-        " predicted_at) VALUES (?,?,?,?,'open',1,?,?,?,?,?,?,?,?,?)",
+        " predicted_at, route) VALUES (?,?,?,?,'open',1,?,?,?,?,?,?,?,?,?,?)",
         (
             d.fingerprint,
             ticket_marker,
@@ -521,6 +532,7 @@ def _insert_incident(
             d.at,
             d.parent_id,
             alert.predicted_at,
+            route,
         ),
     )
     return int(cur.lastrowid or 0)

@@ -60,7 +60,8 @@ CREATE TABLE IF NOT EXISTS incident (
     flap_changes INTEGER NOT NULL DEFAULT 0,
     -- 1 while a silence or maintenance window holds back this episode's ticket and messages
     muted INTEGER NOT NULL DEFAULT 0,
-    predicted_at REAL
+    predicted_at REAL,
+    route TEXT NOT NULL DEFAULT ''  -- the [[route]] whose help desk has the ticket ('' default)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS incident_one_open
     ON incident(fingerprint) WHERE status = 'open';
@@ -214,6 +215,10 @@ class Store:
     def incident(self, incident_id: int) -> sqlite3.Row | None:
         rows = self.query("SELECT * FROM incident WHERE id = ?", (incident_id,))
         return rows[0] if rows else None
+
+    def route_of(self, incident_id: int) -> str:
+        rows = self.query("SELECT route FROM incident WHERE id = ?", (incident_id,))
+        return str(rows[0]["route"]) if rows else ""
 
     def firing_members(self, incident_id: int, besides: str) -> int:
         """How many alerts of the incident, other than `besides`, still fire."""

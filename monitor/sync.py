@@ -12,7 +12,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from monitor import store as st
 from notifiers.base import DeliveryError, TicketBackend, TicketInfo
@@ -34,10 +34,15 @@ SILENCE_YEARS = 10  # "until someone re-arms it": `forewarn silences expire ID`
 
 class HelpdeskSync:
     def __init__(
-        self, store: st.Store, backend: TicketBackend, clock: Callable[[], float] = time.time
+        self,
+        store: st.Store,
+        backend: TicketBackend,
+        clock: Callable[[], float] = time.time,
+        routes: Mapping[str, TicketBackend] | None = None,
     ) -> None:
         self.store = store
-        self.backend = backend
+        self.backend = backend  # the [helpdesk] one; `routes` by [[route]] name
+        self.routes = dict(routes or {})
         self.clock = clock
 
     def run_once(self) -> int:
@@ -47,7 +52,7 @@ class HelpdeskSync:
             "SELECT i.*, t.external_id, t.number FROM incident i JOIN ticket t"
             " ON t.incident_id = i.id WHERE i.status = 'open'"
         ):
-            info = self._read(row["external_id"])
+            info = self._read(self.routes.get(row["route"], self.backend), row["external_id"])
             if info is None:
                 continue
             for decision in sync(self._incident(row), _side(info)):
@@ -55,9 +60,9 @@ class HelpdeskSync:
                 taken += 1
         return taken
 
-    def _read(self, external_id: str) -> TicketInfo | None:
+    def _read(self, backend: TicketBackend, external_id: str) -> TicketInfo | None:
         try:
-            return self.backend.get(external_id)
+            return backend.get(external_id)
         except DeliveryError as exc:  # the help desk is down: look again next time
             log.warning("cannot read ticket %s back: %s", external_id, exc)
             return None

@@ -494,3 +494,37 @@ def test_severity_update_comments_on_the_ticket(tmp_path: Path, smtp: SmtpTestSe
     updated = rig.mails_to(HELPDESK)[-1]
     assert updated.message["Subject"].startswith("[#1] now CRITICAL (was warning) disk_full")
     rig.store.close()
+
+
+# --- routing ------------------------------------------------------------------------------
+
+
+def test_routes_send_each_incident_to_the_help_desk_its_labels_match(
+    tmp_path: Path, smtp: SmtpTestServer
+) -> None:
+    from dataclasses import replace as replaced
+
+    from rules.silences import parse_matcher
+
+    rig = build_rig(tmp_path, smtp)
+    payroll_path = tmp_path / "payroll.db"
+    payroll = RecordingTickets(BuiltinTickets(str(payroll_path)))
+    routes = (("payroll", (parse_matcher('mountpoint=~"/srv/payroll.*"'),)),)
+    rig.engine.reconfigure(rig.engine.rules, replaced(SETTINGS, routes=routes))
+    rig.dispatcher.routes = {"payroll": payroll}
+
+    now = T0
+    rig.engine.process([Sample(METRIC, 95.0, now, {"mountpoint": "/srv/payroll"})], now)
+    rig.engine.process([Sample(METRIC, 95.0, now, dict(ROOT))], now)
+    rig.dispatcher.run_once()
+
+    [routed] = payroll.inner.list_tickets()
+    assert "/srv/payroll" in routed.subject and "/srv/payroll" in payroll.inner.show(1).body
+    [default] = rig.tickets.list_tickets()
+    assert "/srv/payroll" not in rig.tickets.show(default.number).body
+    # later operations follow the incident to its help desk
+    rig.engine.process([Sample(METRIC, 50.0, now + 60, {"mountpoint": "/srv/payroll"})], now + 60)
+    rig.clock.advance(60)
+    rig.dispatcher.run_once()
+    assert payroll.inner.show(1).status == "resolved"
+    assert rig.tickets.show(default.number).status == "new"
