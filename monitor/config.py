@@ -6,6 +6,9 @@ Each section is validated by the annotated fields of a dataclass, with the same 
 (`monitor.schema`) that checks each probe kind's `Options`; this module holds the sections,
 the checks between them, and the checks of the values only the config has.
 
+A `[[route]]` sends the tickets of the alerts its matchers select to a help desk of its own,
+built like `[helpdesk]` from the route's other keys; the first route that matches wins.
+
 Every config gets the built-in dead-man rule `probe_stale` (see `PROBE_STALE_RULE`) unless it
 defines a rule of that name itself, and `stale_after` says when a probe counts as stale.
 """
@@ -21,10 +24,10 @@ import os
 import re
 import socket
 import tomllib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from jinja2 import TemplateSyntaxError, nodes
 from jinja2.parser import Parser
@@ -41,6 +44,7 @@ from monitor.schema import (
     check_addresses,
     check_directory,
     check_port,
+    config_fields,
     known,
     listing,
     one_of,
@@ -57,8 +61,10 @@ from rules.model import Rule, Severity
 from rules.silences import MaintenanceWindow, Matcher, parse_matcher
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_SOURCE = "<built-in default config>"
+DEFAULT_ROUTE_NAME = "default"  # how messages and commands name [helpdesk]: no route may take it
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _METRIC = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
 _LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -98,6 +104,17 @@ def _check_template(source: str) -> None:
     except TemplateSyntaxError as exc:
         message = f"not a valid template: {exc.message} (template line {exc.lineno})"
         raise ValueError(message) from None
+
+
+def _check_route_name(value: str) -> None:
+    _check_name(value)
+    if value == DEFAULT_ROUTE_NAME:
+        raise ValueError(f"{show(value)} names the [helpdesk] itself; give the route its own name")
+
+
+def _check_some_matchers(values: tuple[Matcher, ...]) -> None:
+    if not values:
+        raise ValueError("give at least one matcher, e.g. ['service=\"payroll\"']")
 
 
 def _check_label_names(values: tuple[str, ...]) -> None:
@@ -215,6 +232,18 @@ class ProbeConfig:
 
 
 @dataclass(frozen=True)
+class RouteConfig:
+    """The tickets of the alerts all `matchers` select go to `helpdesk` instead of [helpdesk].
+
+    The matchers see the alert's labels plus `rule`, `service` and `category`.
+    """
+
+    name: str
+    matchers: tuple[Matcher, ...]
+    helpdesk: HelpdeskConfig
+
+
+@dataclass(frozen=True)
 class Config:
     daemon: DaemonConfig
     helpdesk: HelpdeskConfig
@@ -224,6 +253,7 @@ class Config:
     rules: tuple[Rule, ...]
     source: str
     maintenance: tuple[MaintenanceWindow, ...] = ()
+    routes: tuple[RouteConfig, ...] = ()  # in file order: the first that matches wins
 
 
 def stale_after(probe: ProbeConfig) -> float:
@@ -368,6 +398,14 @@ class _MaintenanceKeys:
         return MaintenanceWindow(**values | {"duration": float(self.duration)})
 
 
+@dataclass(frozen=True)
+class _RouteKeys:
+    """The keys a [[route]] has beyond those of a [helpdesk]."""
+
+    name: str = field(metadata={"check": _check_route_name})
+    matchers: tuple[Matcher, ...] = field(metadata={"check": _check_some_matchers})
+
+
 # --- sections ------------------------------------------------------------------------------------
 
 
@@ -401,8 +439,16 @@ def _parse_daemon(table: Mapping[str, Any], ctx: Context) -> DaemonConfig | None
 
 
 def _parse_helpdesk(table: Mapping[str, Any], ctx: Context) -> HelpdeskConfig | None:
-    where = Table("helpdesk", "helpdesk")
-    helpdesk, options, ok = build_kind(HelpdeskConfig, table, TICKET_BACKENDS, where, ctx)
+    return _build_helpdesk(table, Table("helpdesk", "helpdesk"), ctx)
+
+
+def _build_helpdesk(
+    table: Mapping[str, Any], where: Table, ctx: Context, also_known: Iterable[str] = ()
+) -> HelpdeskConfig | None:
+    """[helpdesk], or the help desk of a [[route]], whose own keys (`also_known`) are not here."""
+    helpdesk, options, ok = build_kind(
+        HelpdeskConfig, table, TICKET_BACKENDS, where, ctx, also_known
+    )
     return dataclasses.replace(helpdesk, options=options) if helpdesk is not None and ok else None
 
 
@@ -626,19 +672,25 @@ def _walk(
             pending.append(iter(graph[target]))
 
 
-# --- maintenance windows -------------------------------------------------------------------------
+# --- maintenance windows and routes --------------------------------------------------------------
 
 
-def _parse_maintenance(tables: list[Any], ctx: Context) -> list[MaintenanceWindow | None]:
+def _parse_named(
+    tables: list[Any],
+    header: str,
+    parse: Callable[[dict[str, Any], Table, Context], T | None],
+    ctx: Context,
+) -> list[T | None]:
+    """Each [[header]] table by `parse`, after checking that its name is unique."""
     names: dict[str, str] = {}
-    parsed: list[MaintenanceWindow | None] = []
+    parsed: list[T | None] = []
     for number, table in enumerate(tables, 1):
-        where = Table(f"maintenance[{number}]", "maintenance", number)
+        where = Table(f"{header}[{number}]", header, number)
         if not _is_table(table, where, ctx):
             parsed.append(None)
             continue
         _check_unique(table.get("name"), where, names, ctx)
-        parsed.append(_parse_window(table, where.named(table.get("name")), ctx))
+        parsed.append(parse(table, where.named(table.get("name")), ctx))
     return parsed
 
 
@@ -653,22 +705,34 @@ def _parse_window(table: dict[str, Any], where: Table, ctx: Context) -> Maintena
         return None
 
 
+def _parse_route(table: dict[str, Any], where: Table, ctx: Context) -> RouteConfig | None:
+    own = set(config_fields(_RouteKeys))
+    keys = build(_RouteKeys, {key: table[key] for key in own & set(table)}, where, ctx)
+    rest = {key: value for key, value in table.items() if key not in own}
+    helpdesk = _build_helpdesk(rest, where, ctx, also_known=own)
+    if keys is None or helpdesk is None:
+        return None
+    return RouteConfig(keys.name, keys.matchers, helpdesk)
+
+
 # --- the whole file ------------------------------------------------------------------------------
 
-_SECTIONS = ("daemon", "helpdesk", "smtp", "notify", "probe", "rule", "maintenance")
+_SECTIONS = ("daemon", "helpdesk", "route", "smtp", "notify", "probe", "rule", "maintenance")
 
 
 def _parse_document(data: Mapping[str, Any], source: str, ctx: Context) -> Config | None:
     report_unknown(data, _SECTIONS, Table(""), ctx)
     daemon = _parse_daemon(_section(data, "daemon", ctx) or {}, ctx)
     helpdesk = _parse_helpdesk(_section(data, "helpdesk", ctx) or {}, ctx)
+    routes = _parse_named(_array(data, "route", ctx), "route", _parse_route, ctx)
     smtp, notify = _parse_delivery(data, ctx)
     probes, rules = _parse_probes_and_rules(data, ctx)
-    windows = tuple(filter(None, _parse_maintenance(_array(data, "maintenance", ctx), ctx)))
+    maintenance = _parse_named(_array(data, "maintenance", ctx), "maintenance", _parse_window, ctx)
     if ctx.errors or daemon is None or helpdesk is None or notify is None:
         return None
     rules = _with_builtin_rules(rules)
-    return Config(daemon, helpdesk, smtp, notify, probes, rules, source, windows)
+    windows, own_routes = tuple(filter(None, maintenance)), tuple(filter(None, routes))
+    return Config(daemon, helpdesk, smtp, notify, probes, rules, source, windows, own_routes)
 
 
 def _parse_probes_and_rules(

@@ -16,7 +16,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from monitor.config import PROBE_STALE, Config, ConfigError, load_config, stale_after
+from monitor.config import (
+    PROBE_STALE,
+    Config,
+    ConfigError,
+    HelpdeskConfig,
+    load_config,
+    stale_after,
+)
 from monitor.dispatcher import Dispatcher
 from monitor.engine import Engine, EngineSettings
 from monitor.metrics import Metrics, serve
@@ -41,10 +48,16 @@ def state_path(config: Config) -> Path:
     return Path(config.daemon.state_dir) / STATE_FILE
 
 
-def build_backend(config: Config) -> TicketBackend:
-    cls = TICKET_BACKENDS[config.helpdesk.kind]
-    backend: TicketBackend = cls.from_config(config.helpdesk.options, str(state_path(config)))
+def build_backend(config: Config, helpdesk: HelpdeskConfig | None = None) -> TicketBackend:
+    """The help desk of `[helpdesk]`, or of one `[[route]]`'s."""
+    helpdesk = helpdesk or config.helpdesk
+    cls = TICKET_BACKENDS[helpdesk.kind]
+    backend: TicketBackend = cls.from_config(helpdesk.options, str(state_path(config)))
     return backend
+
+
+def build_routes(config: Config) -> dict[str, TicketBackend]:
+    return {route.name: build_backend(config, route.helpdesk) for route in config.routes}
 
 
 def build_channel(config: Config) -> Channel | None:
@@ -88,6 +101,7 @@ def engine_settings(config: Config) -> EngineSettings:
         email_enabled=config.smtp is not None,
         maintenance=config.maintenance,
         stale_after={p.name: stale_after(p) for p in config.probes},
+        routes=tuple((route.name, route.matchers) for route in config.routes),
     )
 
 
@@ -109,17 +123,20 @@ class Daemon:
         self.engine = Engine(
             self.store, config.rules, engine_settings(config), self.metrics, take_snapshot
         )
-        backend = build_backend(config)
+        backend, routes = build_backend(config), build_routes(config)
         self.dispatcher = Dispatcher(
             self.store,
             backend,
             build_channel(config),
             Renderer(config.daemon.templates_dir or None),
             self.metrics,
+            routes=routes,
         )
         self.scheduler = ProbeScheduler(self._receive, self.metrics)
         self.sync = SyncLoop(
-            HelpdeskSync(self.store, backend), config.helpdesk.sync_interval, self.dispatcher.wake
+            HelpdeskSync(self.store, backend, routes=routes),
+            config.helpdesk.sync_interval,
+            self.dispatcher.wake,
         )
         self._server: Any = None
         self._started = self._last_tick = time.time()
@@ -234,6 +251,8 @@ class Daemon:
             log.warning("daemon.state_dir changed: takes effect at the next restart")
         self.engine.reconfigure(config.rules, engine_settings(config))
         self.dispatcher.channel = build_channel(config)
+        # Routes are rebuilt; [helpdesk] itself (and the state directory) need a restart.
+        self.dispatcher.routes = self.sync.sync.routes = build_routes(config)
         self.dispatcher.renderer = Renderer(config.daemon.templates_dir or None)
         self.scheduler.replace(build_jobs(config))
         self.metrics.samples.forget(p.name for p in config.probes)

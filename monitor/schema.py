@@ -232,12 +232,18 @@ def report_unknown(
 
 
 def build_kind(
-    cls: type[T], table: Mapping[str, Any], kinds: Mapping[str, Any], where: Table, ctx: Context
+    cls: type[T],
+    table: Mapping[str, Any],
+    kinds: Mapping[str, Any],
+    where: Table,
+    ctx: Context,
+    also_known: Iterable[str] = (),
 ) -> tuple[T | None, Any, bool]:
     """A table whose `kind` picks one of `kinds`: `cls` from its own keys, the rest for the kind.
 
     Returns (`cls` or None, the kind's options or None, whether the rest is valid). With an
     unknown kind (which `cls` should check), the rest cannot be checked and is not valid.
+    `also_known` keys were taken out of `table` by the caller: messages list them as known.
     """
     common = config_fields(cls)
     keys = build(cls, {key: value for key, value in table.items() if key in common}, where, ctx)
@@ -245,11 +251,17 @@ def build_kind(
     kind_cls = kinds.get(kind) if isinstance(kind, str) else None
     if kind_cls is None:
         return keys, None, False
-    return (keys, *_kind_options(table, set(common), kind_cls, where, ctx))
+    others = set(also_known)
+    return (keys, *_kind_options(table, set(common), kind_cls, where, ctx, others))
 
 
 def _kind_options(
-    table: Mapping[str, Any], common: set[str], kind_cls: Any, where: Table, ctx: Context
+    table: Mapping[str, Any],
+    common: set[str],
+    kind_cls: Any,
+    where: Table,
+    ctx: Context,
+    also_known: set[str],
 ) -> tuple[Any, bool]:
     """The kind's `Options` dataclass from the keys beyond `common`; without one, no other key."""
     options_cls = getattr(kind_cls, "Options", None)
@@ -257,9 +269,9 @@ def _kind_options(
     # The kind's Options may reuse a common key's name (a probe's `timeout`): both get its value.
     rest = {key: value for key, value in table.items() if key not in common or key in own}
     if options_cls is None:
-        report_unknown(rest, common, where, ctx)
+        report_unknown(rest, common | also_known, where, ctx)
         return None, not rest
-    options = build(options_cls, rest, where, ctx, also_known=common)
+    options = build(options_cls, rest, where, ctx, also_known=common | also_known)
     return options, options is not None
 
 

@@ -72,6 +72,7 @@ BROKEN = {
     "bad_rule_combinations.toml": ["rule[5] (more_times_than_checks).times: 5 is more than"],
     "bad_dependencies.toml": ["rule[3] (a).depends_on: dependency cycle a -> b -> c -> a"],
     "bad_maintenance.toml": ["maintenance[1] (backup).cron: '0 25 * * *' is not valid"],
+    "bad_routes.toml": ['route[3] (default).name: "default" names the [helpdesk] itself'],
 }
 GOOD = {"good_secret_file.toml"}
 

@@ -22,6 +22,7 @@ from monitor.config import (
     HelpdeskConfig,
     NotifyConfig,
     ProbeConfig,
+    RouteConfig,
     SmtpConfig,
     build_options,
     load_config,
@@ -373,6 +374,17 @@ BROKEN: dict[str, list[tuple[str, str, int | None]]] = {
         ("maintenance[4] (incomplete).flavour", "unknown key; known keys: comment, cron", 25),
         ("maintenance[4] (incomplete).duration", "missing required key", 22),
         ("maintenance[4] (incomplete).matchers", "missing required key", 22),
+    ],
+    "bad_routes.toml": [
+        ("route[1] (payroll).matchers[2]", "matcher 'team==\"hr\"': value contains", 9),
+        ("route[1] (payroll).methd", "unknown key (did you mean method?)", 12),
+        ("route[2] (payroll).name", 'duplicate name "payroll" (also route[1])', 15),
+        ("route[2] (payroll).matchers", "give at least one matcher", 16),
+        ("route[3] (default).name", '"default" names the [helpdesk] itself', 19),
+        ("route[3] (default).matchers", "missing required key", 18),
+        ("route[4] (storage).sync_interval", f'"soon" {DURATION_HINT}', 28),
+        ("route[4] (storage)", "url must be an http:// or https:// URL with a host", 23),
+        ("route[5] (erp).kind", 'unknown kind "jira"; known kinds: builtin, email, redmine', 33),
     ],
     "many_errors.toml": [
         ("colour", "unknown key", 2),
@@ -1031,6 +1043,137 @@ def test_maintenance_must_be_an_array_of_tables() -> None:
     assert errors_of('[maintenance]\nname = "x"\n') == [
         "maintenance: write each maintenance as a [[maintenance]] table (line 1)"
     ]
+
+
+# --- routes --------------------------------------------------------------------------------------
+
+ROUTE = """[[route]]\nname = "payroll"\nmatchers = ['service="payroll"']\n"""
+WEBHOOK = 'kind = "webhook"\nurl = "http://127.0.0.1:8080/tickets"\n'
+
+
+def test_routes_in_file_order_with_their_help_desks() -> None:
+    text = (
+        ROUTE + WEBHOOK + 'method = "PUT"\ncontact = "extension 4321"\nsync_interval = "5m"\n'
+        """[[route]]\nname = "disks"\nmatchers = ['rule=~"disk_.*"', 'mountpoint!="/"']\n"""
+    )
+    config = parse_config('[helpdesk]\ncontact = "call 1234"\n' + text, "c.toml")
+    payroll, disks = config.routes
+    assert (payroll.name, payroll.matchers) == (
+        "payroll",
+        (Matcher("service", MatchOp.EQUAL, "payroll"),),
+    )
+    helpdesk = payroll.helpdesk
+    assert (helpdesk.kind, helpdesk.contact, helpdesk.sync_interval) == (
+        "webhook",
+        "extension 4321",
+        300,
+    )
+    assert (helpdesk.options.url, helpdesk.options.method) == (
+        "http://127.0.0.1:8080/tickets",
+        "PUT",
+    )
+    assert disks.name == "disks" and [str(m) for m in disks.matchers] == [
+        'rule=~"disk_.*"',
+        'mountpoint!="/"',
+    ]
+    # Like [helpdesk]: the built-in store, and its defaults, not what [helpdesk] says.
+    assert disks.helpdesk == HelpdeskConfig() == dataclasses.replace(config.helpdesk, contact="")
+
+
+def test_no_routes() -> None:
+    assert parse_config("", "c.toml").routes == ()
+    assert dataclasses.fields(Config)[-1].name == "routes"
+
+
+def test_route_is_frozen() -> None:
+    [route] = parse_config(ROUTE, "c.toml").routes
+    assert isinstance(route, RouteConfig)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        route.name = "other"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        (
+            ROUTE.replace("service=", "service==") + WEBHOOK,
+            "route[1] (payroll).matchers[1]: matcher 'service==\"payroll\"': value contains an "
+            'unescaped double quote; write \\" inside quotes (line 3)',
+        ),
+        (
+            ROUTE.replace("matchers = ['service=\"payroll\"']", "matchers = []"),
+            "route[1] (payroll).matchers: give at least one matcher, e.g. "
+            """['service="payroll"'] (line 3)""",
+        ),
+        (
+            '[[route]]\nname = "payroll"\n' + WEBHOOK,
+            "route[1] (payroll).matchers: missing required key (line 1)",
+        ),
+        (
+            ROUTE.replace('"payroll"\n', '"default"\n'),
+            'route[1] (default).name: "default" names the [helpdesk] itself; give the route its '
+            "own name (line 2)",
+        ),
+        (
+            ROUTE.replace('"payroll"\n', '"pay roll"\n'),
+            'route[1] (pay roll).name: "pay roll" is not a valid name; use letters, digits, _ . '
+            "and - (line 2)",
+        ),
+        (
+            ROUTE + 'kind = "jira"\n',
+            'route[1] (payroll).kind: unknown kind "jira"; known kinds: builtin, email, redmine, '
+            "rt, webhook (line 4)",
+        ),
+        (
+            ROUTE + WEBHOOK + 'method = "FETCH"\n',
+            "route[1] (payroll): method must be one of",
+        ),
+        (
+            ROUTE + 'sync_interval = "0s"\n',
+            "route[1] (payroll).sync_interval: 0s is too short; use at least 1s (line 4)",
+        ),
+        ('[route]\nname = "x"\n', "route: write each route as a [[route]] table (line 1)"),
+        ("route = [1]\n", "route[1]: expected a table, got 1"),
+    ],
+)
+def test_route_errors(text: str, error: str) -> None:
+    [message] = errors_of(text)
+    assert message.startswith(error), message
+
+
+def test_route_unknown_keys_name_every_known_key() -> None:
+    # The builtin kind has no options of its own: the route's keys and [helpdesk]'s are all.
+    assert errors_of(ROUTE + 'matcher = "x"\nproject = "payroll"\n') == [
+        "route[1] (payroll).matcher: unknown key (did you mean matchers?); known keys: "
+        "contact, kind, matchers, name, sync_interval (line 4)",
+        "route[1] (payroll).project: unknown key; known keys: contact, kind, matchers, name, "
+        "sync_interval (line 5)",
+    ]
+    [message] = errors_of(ROUTE + WEBHOOK + 'methd = "PUT"\n')
+    assert message.startswith("route[1] (payroll).methd: unknown key (did you mean method?); ")
+    assert "matchers, method, name," in message
+
+
+def test_route_names_are_unique_and_errors_say_which_route() -> None:
+    second = ROUTE.replace("service=", "service==")
+    assert errors_of(ROUTE + second) == [
+        'route[2] (payroll).name: duplicate name "payroll" (also route[1]) (line 5)',
+        "route[2] (payroll).matchers[1]: matcher 'service==\"payroll\"': value contains an "
+        'unescaped double quote; write \\" inside quotes (line 6)',
+    ]
+
+
+def test_example_config_documents_a_route(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commented [[route]] of config.toml, uncommented, is a valid route."""
+    lines = (REPO / "config.toml").read_text(encoding="utf-8").splitlines()
+    start = lines.index("# [[route]]")
+    end = next(n for n in range(start, len(lines)) if not lines[n].startswith("# "))
+    example = "\n".join(line.removeprefix("# ") for line in lines[start:end])
+    monkeypatch.setenv("REDMINE_API_KEY", "k3y")
+    [route] = parse_config(example, "c.toml").routes
+    assert (route.name, [str(m) for m in route.matchers]) == ("payroll", ['service="payroll"'])
+    assert (route.helpdesk.kind, route.helpdesk.options.project) == ("redmine", "payroll")
+    assert route.helpdesk.options.api_key == "k3y" and "k3y" not in repr(route)
 
 
 # --- build_options: any dataclass from a table ---------------------------------------------------
