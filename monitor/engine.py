@@ -71,6 +71,9 @@ class Engine:
     def reconfigure(self, rules: Iterable[Rule], settings: EngineSettings) -> None:
         self.rules = tuple(rules)
         self.by_name = {rule.name: rule for rule in self.rules}
+        self.by_metric: dict[str, list[Rule]] = {}  # a sample is only matched against these
+        for rule in self.rules:
+            self.by_metric.setdefault(rule.metric, []).append(rule)
         self.settings = settings
         if hasattr(self, "lifecycle"):
             self.lifecycle.settings = settings
@@ -94,7 +97,7 @@ class Engine:
         batch = _Batch()
         stepped: dict[str, AlertState] = {}  # a series seen twice in a batch steps from its newest
         for sample in samples:
-            for rule in self.rules:
+            for rule in self.by_metric.get(sample.metric, ()):
                 if not matches(rule, sample):
                     continue
                 fp = fingerprint(rule.name, sample.labels)
