@@ -11,37 +11,21 @@ import json
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_runner import forewarn
 from daemon_process import DaemonProcess, wait_until
 from http_service import free_port
 
 from monitor.cli import SYSTEM_CONFIG
 
 CONFIGS = Path(__file__).resolve().parent / "data" / "configs"
-# Variables that would make the command line pick another config or resolve a secret.
-_CONFIG_ENV = ("FOREWARN_CONFIG", "CONFIGURATION_DIRECTORY", "FOREWARN_TEST_UNSET_PASSWORD")
 
 
-def forewarn(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """Run the command line; `env` adds variables to a clean environment."""
-    clean = {k: v for k, v in os.environ.items() if k not in _CONFIG_ENV}
-    done = subprocess.run(
-        [sys.executable, "-m", "monitor", *args],
-        capture_output=True,
-        text=True,
-        env=clean | env,
-        timeout=60,
-        check=False,
-    )
-    output = done.stdout + done.stderr
-    assert "Traceback" not in output, f"forewarn {' '.join(args)} crashed:\n{output}"
-    return done
 
 
 def error_lines(stderr: str) -> list[str]:

@@ -4,39 +4,22 @@ against a state file in a temporary directory, read back the way the daemon read
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_runner import forewarn
 
 from monitor.store import Store, silence_from_row
 from rules.silences import Silence, muted, parse_matcher
 
-# Variables that would make the command line pick another config.
-_CONFIG_ENV = ("FOREWARN_CONFIG", "CONFIGURATION_DIRECTORY")
 FUTURE = datetime(2099, 11, 23, 6, 0, tzinfo=UTC).timestamp()
 
 
-def forewarn(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """Run the command line; `env` adds variables. Whatever happens, no traceback."""
-    clean = {k: v for k, v in os.environ.items() if k not in _CONFIG_ENV}
-    done = subprocess.run(
-        [sys.executable, "-m", "monitor", *args],
-        capture_output=True,
-        text=True,
-        env=clean | env,
-        timeout=60,
-        check=False,
-    )
-    output = done.stdout + done.stderr
-    assert "Traceback" not in output, f"forewarn {' '.join(args)} crashed:\n{output}"
-    return done
 
 
 def _write_config(tmp_path: Path) -> Path:
