@@ -255,12 +255,6 @@ class Store:
             for r in rows
         ]
 
-    def open_children(self, incident_id: int) -> list[sqlite3.Row]:
-        return self.query(
-            "SELECT * FROM incident WHERE parent_id = ? AND status = 'open' ORDER BY id",
-            (incident_id,),
-        )
-
     def orphaned_symptoms(self, resolved_before: float) -> list[sqlite3.Row]:
         """Open symptoms whose root cause resolved before the given time."""
         return self.query(

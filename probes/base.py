@@ -6,7 +6,6 @@ A probe observes; it never decides whether something is wrong. It turns the worl
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,10 +31,6 @@ class Sample:
     timestamp: float
     labels: dict[str, str] = field(default_factory=dict)
     error: str | None = None
-
-    @property
-    def is_number(self) -> bool:
-        return not math.isnan(self.value)
 
 
 class Probe(Protocol):

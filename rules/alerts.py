@@ -61,7 +61,7 @@ def evaluate(rule: Rule, previous: AlertState | None, sample: Sample, now: float
     phase, active_since, cleared_since = _next_phase(rule, prior, active, clearing, now)
     flap = _observe_flaps(rule, prior.memory.flap, active)
     state = AlertState(
-        fingerprint=fingerprint(rule.name, sample.labels),
+        fingerprint=prior.fingerprint,  # same rule, same labels: computed once per series
         rule=rule.name,
         labels=dict(sample.labels),
         phase=phase,
