@@ -33,6 +33,7 @@ from jinja2 import TemplateSyntaxError, nodes
 from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from monitor.comms_config import CommsConfig
 from monitor.durations import at_least, format_duration
 from monitor.schema import (
     Context,
@@ -254,6 +255,7 @@ class Config:
     source: str
     maintenance: tuple[MaintenanceWindow, ...] = ()
     routes: tuple[RouteConfig, ...] = ()  # in file order: the first that matches wins
+    comms: CommsConfig = field(default_factory=CommsConfig)  # audiences, escalation, status
 
 
 def stale_after(probe: ProbeConfig) -> float:
@@ -392,10 +394,15 @@ class _MaintenanceKeys:
     matchers: tuple[Matcher, ...] = field(metadata={"check": _window_check("matchers")})
     comment: str = ""
     timezone: str = field(default="UTC", metadata={"check": _window_check("timezone")})
+    services: tuple[str, ...] = ()
+    title: str = ""
+    description: str = ""
+    announce_before: Duration = Duration(0)
 
     def to_window(self) -> MaintenanceWindow:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return MaintenanceWindow(**values | {"duration": float(self.duration)})
+        seconds = {"duration": float(self.duration), "announce_before": float(self.announce_before)}
+        return MaintenanceWindow(**values | seconds)
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,34 @@ CREATE TABLE IF NOT EXISTS event (
     detail TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS event_by_incident ON event(incident_id, id);
+-- Which audience got which user notice: each step once (the unique key). `subject` is
+-- 'incident:<id>:<episode>' or 'maintenance:<window>:<start>'; audience '@ticket' records the
+-- ticket's still-open comments.
+CREATE TABLE IF NOT EXISTS notice (
+    id INTEGER PRIMARY KEY,
+    subject TEXT NOT NULL,
+    incident_id INTEGER REFERENCES incident(id),
+    episode INTEGER,
+    audience TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    seq INTEGER NOT NULL DEFAULT 0,
+    reason TEXT NOT NULL DEFAULT '',
+    at REAL NOT NULL,
+    eta_at REAL,
+    next_update_at REAL,
+    UNIQUE (subject, audience, kind, seq)
+);
+CREATE INDEX IF NOT EXISTS notice_by_incident ON notice(incident_id, episode);
+-- An escalation step fires once per episode.
+CREATE TABLE IF NOT EXISTS escalation_fired (
+    incident_id INTEGER NOT NULL REFERENCES incident(id),
+    episode INTEGER NOT NULL,
+    step INTEGER NOT NULL,
+    policy TEXT NOT NULL,
+    fired_at REAL NOT NULL,
+    urgent INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (incident_id, episode, step)
+);
 """
 
 

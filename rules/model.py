@@ -29,6 +29,21 @@ class Severity(enum.IntEnum):
         return {Severity.INFO: "low", Severity.WARNING: "medium", Severity.CRITICAL: "high"}[self]
 
 
+@dataclass(frozen=True)
+class Text:
+    """Plain-language text for users, in one or more languages: `("", text)` is the text
+    written without a language, used when the asked language has none of its own."""
+
+    by_language: tuple[tuple[str, str], ...] = ()
+
+    def get(self, language: str) -> str:
+        texts = dict(self.by_language)
+        return texts.get(language) or texts.get("") or texts.get("en") or ""
+
+    def __bool__(self) -> bool:
+        return any(text for _, text in self.by_language)
+
+
 class Phase(enum.StrEnum):
     INACTIVE = "inactive"
     PENDING = "pending"
@@ -78,6 +93,13 @@ class Rule:
     # Grouping: alerts of this rule with equal values of these labels share one incident.
     group_by: tuple[str, ...] | None = None
     group_wait: float = 0.0  # delay before the ticket, so simultaneous alerts share it
+    # What users read in notices (plain language, per language): what they may notice, what
+    # still works, a workaround, and a self-help link.
+    user_impact: Text = field(default_factory=Text)
+    still_works: Text = field(default_factory=Text)
+    workaround: Text = field(default_factory=Text)
+    help_url: str = ""
+    escalation: str = ""  # the [[escalation]] policy; "" means the one named "default", if any
 
     @property
     def ticket_priority(self) -> str:

@@ -206,6 +206,12 @@ class MaintenanceWindow:
     matchers: tuple[Matcher, ...]
     comment: str = ""
     timezone: str = "UTC"
+    # Announcing it to the audiences of these services (scheduled → in progress → completed),
+    # `announce_before` ahead (0: not announced). `title` and `description` are for users.
+    services: tuple[str, ...] = ()
+    title: str = ""
+    description: str = ""
+    announce_before: float = 0.0
     _trigger: CronTrigger = field(init=False, repr=False, compare=False)
     _zone: tzinfo = field(init=False, repr=False, compare=False)
 
