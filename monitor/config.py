@@ -33,7 +33,7 @@ from jinja2 import TemplateSyntaxError, nodes
 from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from monitor.comms_config import CommsConfig
+from monitor.comms_config import CommsConfig, CommsSources, check_rule_policies, parse_comms
 from monitor.durations import at_least, format_duration
 from monitor.schema import (
     Context,
@@ -54,11 +54,14 @@ from monitor.schema import (
     show,
 )
 from monitor.schema import build_options as build_options  # re-exported: part of this module's API
+from monitor.schema import (
+    check_name as _check_name,
+)
 from notifiers import TICKET_BACKENDS
 from probes import REGISTRY
 from probes.base import Duration
 from rules.condition import Condition, compile_condition
-from rules.model import Rule, Severity
+from rules.model import Rule, Severity, Text
 from rules.silences import MaintenanceWindow, Matcher, parse_matcher
 
 log = logging.getLogger(__name__)
@@ -66,7 +69,6 @@ T = TypeVar("T")
 
 DEFAULT_SOURCE = "<built-in default config>"
 DEFAULT_ROUTE_NAME = "default"  # how messages and commands name [helpdesk]: no route may take it
-_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _METRIC = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
 _LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TEMPLATES = ImmutableSandboxedEnvironment()
@@ -87,11 +89,6 @@ class ConfigError(Exception):
 
 
 # --- checks of the values only the config has ----------------------------------------------------
-
-
-def _check_name(value: str) -> None:
-    if not _NAME.fullmatch(value):
-        raise ValueError(f"{show(value)} is not a valid name; use letters, digits, _ . and -")
 
 
 def _check_metric(value: str) -> None:
@@ -349,6 +346,11 @@ class _RuleKeys:
     depends_match: tuple[str, ...] = field(default=(), metadata={"check": _check_label_names})
     group_by: tuple[str, ...] | None = field(default=None, metadata={"check": _check_label_names})
     group_wait: Duration = field(default=Duration(0))
+    user_impact: Text = field(default_factory=Text)
+    still_works: Text = field(default_factory=Text)
+    workaround: Text = field(default_factory=Text)
+    help_url: str = ""
+    escalation: str = ""
 
     def to_rule(self) -> Rule:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -397,7 +399,7 @@ class _MaintenanceKeys:
     services: tuple[str, ...] = ()
     title: str = ""
     description: str = ""
-    announce_before: Duration = Duration(0)
+    announce_before: Duration = field(default=Duration(0))
 
     def to_window(self) -> MaintenanceWindow:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -724,7 +726,10 @@ def _parse_route(table: dict[str, Any], where: Table, ctx: Context) -> RouteConf
 
 # --- the whole file ------------------------------------------------------------------------------
 
-_SECTIONS = ("daemon", "helpdesk", "route", "smtp", "notify", "probe", "rule", "maintenance")
+_SECTIONS = (
+    *("daemon", "helpdesk", "route", "smtp", "notify", "probe", "rule", "maintenance"),
+    *("audience", "service", "notices", "escalation", "status"),
+)
 
 
 def _parse_document(data: Mapping[str, Any], source: str, ctx: Context) -> Config | None:
@@ -735,11 +740,18 @@ def _parse_document(data: Mapping[str, Any], source: str, ctx: Context) -> Confi
     smtp, notify = _parse_delivery(data, ctx)
     probes, rules = _parse_probes_and_rules(data, ctx)
     maintenance = _parse_named(_array(data, "maintenance", ctx), "maintenance", _parse_window, ctx)
-    if ctx.errors or daemon is None or helpdesk is None or notify is None:
+    sources = CommsSources(
+        services=frozenset(rule.service for rule in rules if rule.service),
+        smtp="smtp" in data,
+    )
+    comms = parse_comms(data, sources, ctx)
+    if comms is not None:
+        check_rule_policies(rules, comms, ctx)
+    if ctx.errors or daemon is None or helpdesk is None or notify is None or comms is None:
         return None
     rules = _with_builtin_rules(rules)
     windows, own_routes = tuple(filter(None, maintenance)), tuple(filter(None, routes))
-    return Config(daemon, helpdesk, smtp, notify, probes, rules, source, windows, own_routes)
+    return Config(daemon, helpdesk, smtp, notify, probes, rules, source, windows, own_routes, comms)
 
 
 def _parse_probes_and_rules(

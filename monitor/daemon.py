@@ -16,6 +16,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from monitor.comms import Communicator, apprise_targets, comms_settings
 from monitor.config import (
     PROBE_STALE,
     Config,
@@ -26,11 +27,13 @@ from monitor.config import (
 )
 from monitor.dispatcher import Dispatcher
 from monitor.engine import Engine, EngineSettings
-from monitor.metrics import Metrics, serve
+from monitor.metrics import Metrics
 from monitor.scheduler import ProbeScheduler, ScheduledProbe
 from monitor.snapshot import take_snapshot
+from monitor.statuspage import build_view
 from monitor.store import Store
 from monitor.sync import HelpdeskSync, SyncLoop
+from monitor.web import serve
 from notifiers import TICKET_BACKENDS
 from notifiers.base import Channel, TicketBackend
 from notifiers.email import SmtpChannel, SmtpSettings
@@ -97,7 +100,6 @@ def engine_settings(config: Config) -> EngineSettings:
         backend=config.helpdesk.kind,
         helpdesk_contact=config.helpdesk.contact,
         helpdesk_emails=tuple(config.notify.helpdesk),
-        user_emails=tuple(config.notify.users),
         email_enabled=config.smtp is not None,
         maintenance=config.maintenance,
         stale_after={p.name: stale_after(p) for p in config.probes},
@@ -132,6 +134,13 @@ class Daemon:
             self.metrics,
             routes=routes,
         )
+        self.comms = Communicator(
+            self.store,
+            comms_settings(config),
+            self.metrics,
+            lambda name: self.engine.by_name.get(name),
+        )
+        self.dispatcher.apprise_targets = apprise_targets(self.comms.settings)
         self.scheduler = ProbeScheduler(self._receive, self.metrics)
         self.sync = SyncLoop(
             HelpdeskSync(self.store, backend, routes=routes),
@@ -167,7 +176,13 @@ class Daemon:
         signal.signal(signal.SIGHUP, reload)
 
     def run(self) -> int:
-        self._server = serve(self.metrics, self.config.daemon.listen)
+        status = self.config.comms.status.enabled  # [status] enabled: read at start only
+        self._server = serve(
+            self.metrics,
+            self.config.daemon.listen,
+            (lambda now: build_view(self.store, self.config, now)) if status else None,
+            Renderer(self.config.daemon.templates_dir or None),
+        )
         self.dispatcher.start()
         self.sync.start()
         self.scheduler.start(build_jobs(self.config))
@@ -207,6 +222,7 @@ class Daemon:
         try:
             samples = [*self._staleness(now), self._dead_deliveries(now)]
             changed = self.engine.process(samples, now) + self.engine.tick(now)
+            changed += self.comms.tick(now)
         except Exception:
             log.exception("periodic evaluation failed")
             return
@@ -250,6 +266,8 @@ class Daemon:
         if config.daemon.state_dir != self.config.daemon.state_dir:
             log.warning("daemon.state_dir changed: takes effect at the next restart")
         self.engine.reconfigure(config.rules, engine_settings(config))
+        self.comms.settings = comms_settings(config)
+        self.dispatcher.apprise_targets = apprise_targets(self.comms.settings)
         self.dispatcher.channel = build_channel(config)
         # Routes are rebuilt; [helpdesk] itself (and the state directory) need a restart.
         self.dispatcher.routes = self.sync.sync.routes = build_routes(config)

@@ -49,7 +49,6 @@ class EngineSettings:
     backend: str  # ticket backend kind
     helpdesk_contact: str = ""
     helpdesk_emails: tuple[str, ...] = ()
-    user_emails: tuple[str, ...] = ()
     email_enabled: bool = False
     maintenance: tuple[MaintenanceWindow, ...] = ()
     # Seconds without a sample after which a probe's series count as stale, by probe name.
@@ -434,31 +433,11 @@ class Lifecycle:
         now: float,
         delay: float = 0.0,
     ) -> None:
-        """The help-desk e-mail of this stage, and the users' notice where the rule asks."""
-        base = f"incident:{incident_id}:episode:{episode}"
+        """The help-desk e-mail of this stage (users hear through `monitor.comms`)."""
         helpdesk = f"helpdesk_{stage}"
-        self._mail(
-            conn,
-            f"{base}:{helpdesk}",
-            helpdesk,
-            self.settings.helpdesk_emails,
-            context,
-            now,
-            incident_id,
-            delay,
-        )
-        if rule.notify_users:
-            user = "user_resolved" if stage == "resolved" else "user_outage"
-            self._mail(
-                conn,
-                f"{base}:{user}",
-                user,
-                self.settings.user_emails,
-                context,
-                now,
-                incident_id,
-                delay,
-            )
+        key = f"incident:{incident_id}:episode:{episode}:{helpdesk}"
+        to = self.settings.helpdesk_emails
+        self._mail(conn, key, helpdesk, to, context, now, incident_id, delay)
 
     def _mail(
         self,
@@ -491,7 +470,7 @@ class Lifecycle:
         row = _incident(conn, incident_id)
         context: dict[str, Any] = {
             "host": self.settings.hostname,
-            "incident": _incident_context(row),
+            "incident": incident_context(row),
             "alert": _alert_context(rule, tr),
             "alerts": self.store.members(incident_id),
             "service": rule.service,
@@ -600,7 +579,7 @@ def _incident(conn: sqlite3.Connection, incident_id: int) -> sqlite3.Row:
     return row
 
 
-def _incident_context(row: sqlite3.Row) -> dict[str, Any]:
+def incident_context(row: sqlite3.Row) -> dict[str, Any]:
     return {
         "id": row["id"],
         "episode": row["episode"],

@@ -103,6 +103,15 @@ class Metrics:
             ["op", "result"],
             registry=r,
         )
+        self.notices = Counter(
+            "forewarn_notices", "User notices decided, by kind, per audience.", ["kind"], registry=r
+        )
+        self.escalations = Counter(
+            "forewarn_escalations",
+            "Escalation steps fired, urgent when before the predicted impact.",
+            ["urgent"],
+            registry=r,
+        )
         self.up = Gauge("forewarn_up", "1 while the daemon runs.", registry=r)
         self.up.set(1)
 

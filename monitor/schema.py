@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from monitor.durations import DURATION_HINT, parse_duration
 from probes.base import Duration
 from rules.condition import Condition, compile_condition
+from rules.model import Text
 from rules.silences import Matcher, parse_matcher
 
 T = TypeVar("T")
@@ -82,6 +83,24 @@ def check_address(value: str) -> None:
 def check_addresses(values: tuple[str, ...]) -> None:
     for value in values:
         check_address(value)
+
+
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def check_name(value: str) -> None:
+    if not _NAME.fullmatch(value):
+        raise ValueError(f"{show(value)} is not a valid name; use letters, digits, _ . and -")
+
+
+def each(check: Callable[[Any], None]) -> Callable[[tuple[Any, ...]], None]:
+    """A check of every item of a list."""
+
+    def check_all(values: tuple[Any, ...]) -> None:
+        for value in values:
+            check(value)
+
+    return check_all
 
 
 def check_port(value: int) -> None:
@@ -304,7 +323,7 @@ def _convert(
     """The value coerced and checked, or None after reporting why it is not valid."""
     secret, check = spec.metadata.get("secret"), spec.metadata.get("check")
     try:
-        converted = _resolve_secret(value, ctx.secret_dir) if secret else _coerce(value, hint)
+        converted = resolve_secret(value, ctx.secret_dir) if secret else _coerce(value, hint)
         if check is not None:
             check(converted)
         return converted
@@ -408,7 +427,27 @@ def _as_matcher(value: Any) -> Matcher:
     return parse_matcher(_as_str(value))
 
 
+_LANGUAGE_KEY = re.compile(r"[a-z]{2,3}(_[A-Z]{2})?")
+
+
+def _as_text(value: Any) -> Text:
+    """User-facing text: a string, or a table of translations (`{ en = "...", it = "..." }`)."""
+    if isinstance(value, str):
+        return Text((("", value),))
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a string or a table of translations, got {show(value)}")
+    problems = [
+        (f".{key}", "expected a language code such as en or it, and a string")
+        for key, text in value.items()
+        if not _LANGUAGE_KEY.fullmatch(key) or not isinstance(text, str)
+    ]
+    if problems:
+        raise _Invalid(problems)
+    return Text(tuple(value.items()))
+
+
 _SCALARS: dict[Any, Callable[[Any], Any]] = {
+    Text: _as_text,
     str: _as_str,
     bool: _scalar(bool, bool, "true or false"),
     int: _scalar(int, int, "a whole number"),
@@ -428,7 +467,7 @@ def secret_dir(source: str) -> Path:
     return Path(credentials) if credentials else Path(source).parent
 
 
-def _resolve_secret(value: Any, directory: Path) -> str:
+def resolve_secret(value: Any, directory: Path) -> str:
     """The secret's value; error messages name where it was looked for, never what it is."""
     if isinstance(value, dict) and set(value) == {"env"} and isinstance(value["env"], str):
         return _secret_from_env(value["env"])

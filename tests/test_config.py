@@ -371,7 +371,7 @@ BROKEN: dict[str, list[tuple[str, str, int | None]]] = {
         ("maintenance[2] (backup).matchers[2]", "is not a valid regular expression", 13),
         ("maintenance[3] (everything).cron", "restricts both day of month and weekday", 18),
         ("maintenance[3] (everything).matchers", "at least one matcher must not match", 20),
-        ("maintenance[4] (incomplete).flavour", "unknown key; known keys: comment, cron", 25),
+        ("maintenance[4] (incomplete).flavour", "unknown key; known keys: announce_before, comment, cron", 25),
         ("maintenance[4] (incomplete).duration", "missing required key", 22),
         ("maintenance[4] (incomplete).matchers", "missing required key", 22),
     ],
@@ -1082,7 +1082,7 @@ def test_routes_in_file_order_with_their_help_desks() -> None:
 
 def test_no_routes() -> None:
     assert parse_config("", "c.toml").routes == ()
-    assert dataclasses.fields(Config)[-1].name == "routes"
+    assert "routes" in {f.name for f in dataclasses.fields(Config)}
 
 
 def test_route_is_frozen() -> None:
