@@ -224,7 +224,9 @@ def parse_comms(data: Mapping[str, Any], known: CommsSources, ctx: Context) -> C
     named = known.services | {s.name for s in services}
     language = notices.language if notices else known.default_language
     audiences = _each_table(data, "audience", ctx, _audience_parser(named, known, language))
-    names = {a.name for a in audiences}
+    # Named from the tables, so an audience with errors of its own does not also fail the
+    # escalation steps that name it.
+    names = {str(t.get("name")) for t in _list(data.get("audience")) if isinstance(t, dict)}
     policies = _each_table(data, "escalation", ctx, _policy_parser(names, known.smtp))
     if len(ctx.errors) > before or notices is None or status is None:
         return None
@@ -238,6 +240,10 @@ def check_rule_policies(rules: Iterable[Any], comms: CommsConfig, ctx: Context) 
         if rule.escalation and rule.escalation not in names:
             where = Table(f"rule[{number}] ({rule.name})", "rule", number)
             ctx.add(where, "escalation", f"no [[escalation]] is named {show(rule.escalation)}")
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _table(data: Mapping[str, Any], name: str, ctx: Context) -> Mapping[str, Any]:

@@ -5,6 +5,8 @@ Pure: the durations of past incidents (seconds from open to resolve) are passed 
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -38,10 +40,45 @@ def estimate(
     `same_rule`, else `same_rule`. When `now` is past opened_at + median, only durations
     longer than the time elapsed so far count (overdue=True); None when there are none.
     """
-    raise NotImplementedError
+    durations, basis = _chosen_history(_usable(same_target), _usable(same_rule))
+    if not durations:
+        return None
+    typical = _figures(durations, opened_at, basis, overdue=False)
+    if now <= typical.expected_at:
+        return typical
+    elapsed = now - opened_at
+    # Those that lasted longer than this one so far are the only ones still telling.
+    longer = [duration for duration in durations if duration > elapsed]
+    if not longer:
+        return None
+    return _figures(longer, opened_at, basis, overdue=True)
 
 
 def changed_materially(announced_at: float | None, current_at: float | None, now: float) -> bool:
     """Whether users must hear of a new estimate: it appeared, vanished, or moved by at least
     max(MATERIAL_SHIFT, a quarter of the time from `now` to the announced time)."""
-    raise NotImplementedError
+    if announced_at is None or current_at is None:
+        return (announced_at is None) != (current_at is None)
+    # A far-off fix may drift by minutes unnoticed; a near one may not.
+    threshold = max(MATERIAL_SHIFT, (announced_at - now) / 4)
+    return abs(current_at - announced_at) >= threshold
+
+
+def _usable(durations: Sequence[float]) -> list[float]:
+    """The durations that can be real: finite and not negative (clock jumps, bad rows)."""
+    return [float(d) for d in durations if math.isfinite(d) and d >= 0]
+
+
+def _chosen_history(same_target: list[float], same_rule: list[float]) -> tuple[list[float], str]:
+    if len(same_target) >= TARGET_MIN_SAMPLES or len(same_target) >= len(same_rule):
+        return same_target, "target"
+    return same_rule, "rule"
+
+
+def _figures(durations: list[float], opened_at: float, basis: str, overdue: bool) -> Eta:
+    median = statistics.median(durations)
+    if len(durations) == 1:
+        low = high = median
+    else:
+        low, _, high = statistics.quantiles(durations, n=4, method="inclusive")
+    return Eta(opened_at + median, median, low, high, len(durations), basis, overdue)

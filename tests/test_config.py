@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from monitor.comms_config import AudienceConfig, NoticesConfig, ServiceConfig, StatusConfig
 from monitor.config import (
     BUILTIN_RULES,
     DELIVERY_FAILED_RULE,
@@ -47,6 +48,7 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         "CREDENTIALS_DIRECTORY",
         "STATE_DIRECTORY",
         "FOREWARN_SMTP_PASSWORD",
+        "FOREWARN_CHAT_URL",
         "FOREWARN_TEST_UNSET_PASSWORD",
     ):
         monkeypatch.delenv(name, raising=False)
@@ -223,6 +225,7 @@ def test_example_config_loads_with_the_password_in_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("FOREWARN_SMTP_PASSWORD", "s3cret")
+    monkeypatch.setenv("FOREWARN_CHAT_URL", "json://127.0.0.1:9/hook")
     config = load_config(str(REPO / "config.toml"))
     assert config.smtp is not None and config.smtp.password == "s3cret"
     assert {"http", "process"} <= {probe.kind for probe in config.probes}
@@ -230,7 +233,8 @@ def test_example_config_loads_with_the_password_in_the_environment(
     assert "s3cret" not in repr(config)
 
 
-def test_example_config_needs_the_password() -> None:
+def test_example_config_needs_the_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FOREWARN_CHAT_URL", "json://127.0.0.1:9/hook")
     with pytest.raises(ConfigError) as caught:
         load_config(str(REPO / "config.toml"))
     [error] = caught.value.errors
@@ -259,13 +263,28 @@ def test_example_config_documents_every_key() -> None:
         "summary", "description", "runbook", "service", "category", "notify_users",
         "priority", "keep_firing_for", "window", "predict", "predict_falling", "times", "checks",
         "flap_detection", "depends_on", "depends_match", "group_by", "group_wait",
+        "user_impact", "still_works", "workaround", "help_url", "escalation",
     }  # fmt: skip
     maintenance_keys = set().union(*example["maintenance"])
-    assert maintenance_keys == {"name", "cron", "duration", "matchers", "comment", "timezone"}
+    assert maintenance_keys == {
+        "name", "cron", "duration", "matchers", "comment", "timezone", "services", "title",
+        "description", "announce_before",
+    }  # fmt: skip
+    assert set(example["notices"]) == keys_of(NoticesConfig)
+    assert set(example["status"]) == keys_of(StatusConfig)
+    assert set().union(*example["service"]) == keys_of(ServiceConfig)
+    assert set().union(*example["audience"]) == keys_of(AudienceConfig)
+    [policy] = example["escalation"]
+    assert set(policy) == {"name", "repeat", "repeat_every", "urgent_gap", "business_hours", "step"}
+    assert set(policy["business_hours"]) == {
+        "days", "start", "end", "timezone", "holidays", "extra_holidays"
+    }  # fmt: skip
+    assert set().union(*policy["step"]) == {"after", "notify", "business_hours_only"}
 
 
 def test_example_config_shows_the_new_rule_shapes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FOREWARN_SMTP_PASSWORD", "s3cret")
+    monkeypatch.setenv("FOREWARN_CHAT_URL", "json://127.0.0.1:9/hook")
     config = load_config(str(REPO / "config.toml"))
     rules = {rule.name: rule for rule in config.rules}
     assert rules["web_down"].group_by == () and rules["web_down"].group_wait == 30
@@ -371,7 +390,7 @@ BROKEN: dict[str, list[tuple[str, str, int | None]]] = {
         ("maintenance[2] (backup).matchers[2]", "is not a valid regular expression", 13),
         ("maintenance[3] (everything).cron", "restricts both day of month and weekday", 18),
         ("maintenance[3] (everything).matchers", "at least one matcher must not match", 20),
-        ("maintenance[4] (incomplete).flavour", "unknown key; known keys: announce_before, comment, cron", 25),
+        ("maintenance[4] (incomplete).flavour", "unknown key; known keys: announce_before", 25),
         ("maintenance[4] (incomplete).duration", "missing required key", 22),
         ("maintenance[4] (incomplete).matchers", "missing required key", 22),
     ],

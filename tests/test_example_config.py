@@ -25,7 +25,11 @@ def test_check_runs_every_kind_of_the_example(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text(local)
     kinds = {p["kind"] for p in tomllib.loads(local)["probe"]}
-    env = dict(os.environ, FOREWARN_SMTP_PASSWORD="unused-by-check")
+    env = dict(
+        os.environ,
+        FOREWARN_SMTP_PASSWORD="unused-by-check",
+        FOREWARN_CHAT_URL="json://127.0.0.1:9/unused-by-check",
+    )
     done = subprocess.run(
         [sys.executable, "-m", "monitor", "check", "-c", str(config), "--json"],
         capture_output=True, text=True, env=env, timeout=120,
