@@ -278,7 +278,7 @@ class Communicator:
         event_id = st.add_event(
             conn, row["id"], now, "escalated", step=step.index, urgent=step.urgent, to=targets
         )
-        context = self._staff_context(row, rule, policy, step)
+        context = self._staff_context(row, rule, policy, step, now)
         key = f"incident:{row['id']}:episode:{row['episode']}:escalation:{step.index}"
         for target in targets:
             audience = self._audience_named(target)
@@ -297,7 +297,7 @@ class Communicator:
         return AudienceConfig(target, email=(target,))
 
     def _staff_context(
-        self, row: sqlite3.Row, rule: Rule, policy: Policy, step: StepDue
+        self, row: sqlite3.Row, rule: Rule, policy: Policy, step: StepDue, now: float
     ) -> dict[str, Any]:
         steps = len(policy.steps)
         return {
@@ -323,6 +323,7 @@ class Communicator:
                 "started_at": row["opened_at"],
             },
             "acknowledge": f"forewarn incidents ack {row['id']}",
+            "now": now,
         }
 
     # --- the ticket's "still open" comments ------------------------------------------------

@@ -6,6 +6,14 @@ Exactly-once where the other side allows it:
 - an e-mail carries a Message-ID derived from its outbox key, so in the one window where a crash
   can resend it (after the server accepted it, before the row was marked done) the receiving
   help desk or mail client can drop the copy.
+
+Messages (`email.send`, `apprise.send`) are rendered from the row's payload: a user notice
+(`"kind"` and `"language"` given) with `render_notice`, any other template (the help desk's
+messages, `"escalation"`) with `render_message`. A message of an incident waits for its ticket
+so that it can name the number; a maintenance notice has no incident and waits for nothing.
+An `apprise.send` row names its target by id (`notifiers.apprise_channel.target_id`), never
+by URL: the URL carries a token and the state file must not. `apprise_targets` maps the ids of
+the configured URLs back to them; the daemon replaces it on reload.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from jinja2 import TemplateError
 
 from monitor import store as st
 from monitor.metrics import Metrics
+from notifiers.apprise_channel import AppriseChannel
 from notifiers.base import Channel, DeliveryError, Message, TicketBackend, TicketDraft, TicketInfo
 from notifiers.render import Renderer, RenderError
 
@@ -55,11 +64,16 @@ class Dispatcher:
         retry: RetryPolicy = RetryPolicy(),
         clock: Callable[[], float] = time.time,
         routes: Mapping[str, TicketBackend] | None = None,
+        apprise: Channel | None = None,
+        apprise_targets: Mapping[str, str] | None = None,
     ) -> None:
         self.store = store
         self.backend = backend  # the [helpdesk] one: incidents of no [[route]]
         self.routes = dict(routes or {})
         self.channel = channel
+        self.apprise = apprise if apprise is not None else AppriseChannel()
+        # target id -> Apprise URL; replaced whole on reload, so a reader sees one or the other
+        self.apprise_targets: dict[str, str] = dict(apprise_targets or {})
         self.renderer = renderer
         self.metrics = metrics
         self.retry = retry
@@ -137,6 +151,7 @@ class Dispatcher:
             "ticket.resolve": self._update_ticket,
             "ticket.reopen": self._update_ticket,
             "email.send": self._send_mail,
+            "apprise.send": self._send_apprise,
         }.get(row.op)
         if handler is None:
             raise DeliveryError(f"unknown outbox operation {row.op!r}", permanent=True)
@@ -241,21 +256,43 @@ class Dispatcher:
     def _send_mail(self, row: st.OutboxRow) -> None:
         if self.channel is None:
             raise DeliveryError("no [smtp] section is configured", permanent=True)
-        ticket = self._ticket_or_defer(row)  # so the mail can name the ticket number
-        context = dict(row.payload["context"])
-        context["ticket"] = _ticket_context(ticket) if ticket else None
-        subject, text, html = self.renderer.render_message(row.payload["template"], context)
+        context = self._message_context(row)
+        subject, text, html = self._render(row.payload, context)
         message = Message(
             to=tuple(row.payload["to"]),
             subject=subject,
             text=text,
             html=html,
             message_id=_message_id(row.key, context.get("host") or "localhost"),
-            headers={"X-Forewarn-Marker": context["incident"]["marker"]},
+            headers=_headers(row.payload, context),
         )
         self._record_attempt(row)
         self.channel.send(message)
         self._done(row, None)
+
+    def _send_apprise(self, row: st.OutboxRow) -> None:
+        target = row.payload["target"]
+        url = self.apprise_targets.get(target)
+        if url is None:
+            raise DeliveryError(
+                f"Apprise target {target} is no longer configured (its URL was removed or changed)",
+                permanent=True,
+            )
+        subject, text, _ = self._render(row.payload, self._message_context(row))
+        self._record_attempt(row)
+        self.apprise.send(Message(to=(url,), subject=subject, text=text))
+        self._done(row, None)
+
+    def _message_context(self, row: st.OutboxRow) -> dict[str, Any]:
+        ticket = self._ticket_or_defer(row)  # so the message can name the ticket number
+        return dict(row.payload["context"], ticket=_ticket_context(ticket) if ticket else None)
+
+    def _render(
+        self, payload: Mapping[str, Any], context: dict[str, Any]
+    ) -> tuple[str, str, str | None]:
+        if "kind" in payload:  # a user notice, in its audience's language
+            return self.renderer.render_notice(payload["kind"], payload["language"], context)
+        return self.renderer.render_message(payload["template"], context)
 
     # --- bookkeeping ---------------------------------------------------------------------
 
@@ -348,6 +385,19 @@ def _kind(backend: TicketBackend) -> str:
 
 def _ticket_context(ticket: st.TicketRef) -> dict[str, Any]:
     return {"number": ticket.number, "url": ticket.url, "backend": ticket.backend}
+
+
+def _headers(payload: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str, str]:
+    """For mail filters and help desks: the incident's marker (none for maintenance); for a
+    user notice, which one it is and its language."""
+    headers = {}
+    marker = (context.get("incident") or {}).get("marker")
+    if marker:
+        headers["X-Forewarn-Marker"] = str(marker)
+    if "kind" in payload:
+        headers["X-Forewarn-Notice"] = str(payload["kind"])
+        headers["Content-Language"] = str(payload["language"]).replace("_", "-")
+    return headers
 
 
 def _message_id(key: str, host: str) -> str:

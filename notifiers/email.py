@@ -118,12 +118,13 @@ def build_email(message: Message, sender: str) -> EmailMessage:
     email["Subject"] = message.subject
     email["Date"] = formatdate(usegmt=True)
     email["Message-ID"] = _message_id(message.message_id, sender)
-    for name, value in message.headers.items():
-        del email[name]  # a caller's header replaces ours rather than doubling it
-        email[name] = value
     email.set_content(message.text)
     if message.html is not None:
         email.add_alternative(message.html, subtype="html")
+    # After the content: setting it drops every Content-* header (Content-Language).
+    for name, value in message.headers.items():
+        del email[name]  # a caller's header replaces ours rather than doubling it
+        email[name] = value
     return email
 
 

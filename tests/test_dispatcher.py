@@ -20,7 +20,7 @@ from smtp_server import ReceivedMail, SmtpTestServer
 from monitor.dispatcher import Dispatcher, RetryPolicy
 from monitor.engine import Engine, EngineSettings
 from monitor.metrics import Metrics
-from monitor.store import Store, acknowledge
+from monitor.store import Store, acknowledge, enqueue
 from notifiers.base import DeliveryError, TicketDraft, TicketInfo
 from notifiers.builtin import BuiltinTickets
 from notifiers.email import SmtpChannel, SmtpSettings
@@ -33,7 +33,7 @@ HOUR = 3600.0
 METRIC = "disk_used_percent"
 ROOT = {"mountpoint": "/"}
 MARKER = marker(fingerprint("disk_full", ROOT))
-HELPDESK, USERS = "helpdesk@example.com", "users@example.com"
+HELPDESK = "helpdesk@example.com"
 RETRY = RetryPolicy(base=10.0, cap=1000.0, defer=1.0)
 SETTINGS = EngineSettings(
     hostname="web01",
@@ -41,7 +41,6 @@ SETTINGS = EngineSettings(
     backend="builtin",
     helpdesk_contact=HELPDESK,
     helpdesk_emails=(HELPDESK,),
-    user_emails=(USERS,),
     email_enabled=True,
 )
 RULE = Rule(
@@ -190,7 +189,7 @@ def reset_to_pending(rig: Rig, key_tail: str) -> None:
 
 def test_ticket_then_mails_naming_it(rig: Rig) -> None:
     rig.feed(95.0)
-    assert rig.dispatcher.run_once() == 3
+    assert rig.dispatcher.run_once() == 2
 
     [ticket] = rig.tickets.list_tickets()
     assert (ticket.label, ticket.marker, ticket.priority) == ("#1", MARKER, "high")
@@ -204,8 +203,6 @@ def test_ticket_then_mails_naming_it(rig: Rig) -> None:
     [helpdesk] = rig.mails_to(HELPDESK)
     assert helpdesk.message["Subject"].startswith("[#1] CRITICAL disk_full on web01")
     assert helpdesk.message["X-Forewarn-Marker"] == MARKER
-    [user] = rig.mails_to(USERS)
-    assert "#1" in user.body()
     assert rig.dispatcher.run_once() == 0  # nothing is delivered twice
 
 
@@ -216,9 +213,7 @@ def test_message_id_is_stable_per_outbox_row(rig: Rig) -> None:
     assert rig.dispatcher.run_once() == 1
 
     first, resent = rig.mails_to(HELPDESK)
-    [user] = rig.mails_to(USERS)
     assert first.message["Message-ID"] == resent.message["Message-ID"]
-    assert first.message["Message-ID"] != user.message["Message-ID"]
     assert first.message["Message-ID"].endswith("@web01.forewarn>")
     assert len(rig.tickets.list_tickets()) == 1
 
@@ -278,7 +273,7 @@ def test_unknown_outcome_finds_the_ticket_by_marker_instead_of_creating(rig: Rig
     with rig.store.transaction() as conn:
         conn.execute("UPDATE outbox SET attempts = 1 WHERE op = 'ticket.create'")
 
-    assert rig.dispatcher.run_once() == 3
+    assert rig.dispatcher.run_once() == 2
     assert "create" not in rig.backend.calls and rig.backend.calls[0] == "find_by_marker"
     assert len(rig.tickets.list_tickets()) == 1
     stored = rig.store.ticket_for(1)
@@ -294,7 +289,7 @@ def test_help_desk_failing_then_working_leaves_exactly_one_ticket(rig: Rig) -> N
         assert rig.row("ticket.create")["status"] == "pending"
         rig.clock.advance(RETRY.cap * 1.2)
 
-    assert rig.dispatcher.run_once() == 3
+    assert rig.dispatcher.run_once() == 2
     assert len(rig.tickets.list_tickets()) == 1
     # Every attempt looks before creating (a replica may have opened it); after the timeout
     # the ticket existed, and the last look found it.
@@ -325,7 +320,7 @@ def test_rows_wait_for_their_ticket_without_using_up_attempts(rig: Rig) -> None:
 
     assert rig.dispatcher.run_once() == 0
     waiting = rig.store.query("SELECT * FROM outbox WHERE op != 'ticket.create'")
-    assert len(waiting) == 5  # ticket.resolve and four mails
+    assert len(waiting) == 3  # ticket.resolve and two mails
     for row in waiting:
         assert (row["status"], row["attempts"]) == ("pending", 0), row["key"]
         assert row["next_attempt_at"] == rig.clock.now + RETRY.defer
@@ -333,7 +328,7 @@ def test_rows_wait_for_their_ticket_without_using_up_attempts(rig: Rig) -> None:
     assert rig.deliveries("email.send", "retry") == 0
 
     rig.clock.advance(RETRY.base * 1.2)
-    assert rig.dispatcher.run_once() == 6
+    assert rig.dispatcher.run_once() == 4
     assert rig.tickets.show(1).status == "resolved"
     resolved = rig.mails_to(HELPDESK)[-1]
     assert resolved.message["Subject"].startswith("[#1] RESOLVED disk_full")
@@ -380,28 +375,24 @@ def test_backoff_is_capped(rig: Rig) -> None:
 
 
 def test_rejected_recipient_is_dead_and_the_rest_is_delivered(rig: Rig) -> None:
-    rig.smtp.set_rcpt_reply("550 5.1.1 no such user", USERS)
+    rig.smtp.set_rcpt_reply("550 5.1.1 no such user", HELPDESK)
     rig.feed(95.0)
-    assert rig.dispatcher.run_once() == 2
+    assert rig.dispatcher.run_once() == 1
 
-    assert rig.statuses() == {
-        "ticket.create": "done",
-        "helpdesk_opened:email": "done",
-        "user_outage:email": "dead",
-    }
-    dead = rig.row("user_outage:email")
+    assert rig.statuses() == {"ticket.create": "done", "helpdesk_opened:email": "dead"}
+    dead = rig.row("helpdesk_opened:email")
     assert "550" in dead["last_error"] and dead["attempts"] == 1
     [failed] = rig.events("delivery_failed")
     assert failed["key"] == dead["key"] and "550" in failed["error"]
     assert rig.deliveries("email.send", "dead") == 1
-    assert len(rig.mails_to(HELPDESK)) == 1
+    assert rig.tickets.list_tickets() != []
     # what the daemon's built-in `delivery_failed` self-alert reads
     assert rig.store.failed_deliveries_since(T0 - 1) == 1
     assert rig.store.failed_deliveries_since(rig.clock.now + 1) == 0
 
     rig.clock.advance(RETRY.cap * 10)
     assert rig.dispatcher.run_once() == 0  # dead stays dead
-    assert rig.row("user_outage:email")["attempts"] == 1
+    assert rig.row("helpdesk_opened:email")["attempts"] == 1
 
 
 # --- templates ----------------------------------------------------------------------------
@@ -426,13 +417,13 @@ def test_broken_override_template_kills_the_row_not_the_loop(
 ) -> None:
     rig = rig_with_override(tmp_path, smtp, "helpdesk_opened.subject.j2", source)
     rig.feed(95.0)
-    assert rig.dispatcher.run_once() == 2  # the ticket and the users' notice
+    assert rig.dispatcher.run_once() == 1  # the ticket
 
     row = rig.row("helpdesk_opened:email")
     assert row["status"] == "dead"
     assert row["last_error"].startswith("template error")
     assert rig.deliveries("email.send", "dead") == 1
-    assert rig.mails_to(HELPDESK) == [] and len(rig.mails_to(USERS)) == 1
+    assert rig.mails_to(HELPDESK) == []
     rig.store.close()
 
 
@@ -473,11 +464,7 @@ def test_no_channel_configured_is_permanent(tmp_path: Path, smtp: SmtpTestServer
     rig.dispatcher.channel = None
     rig.feed(95.0)
     assert rig.dispatcher.run_once() == 1
-    assert rig.statuses() == {
-        "ticket.create": "done",
-        "helpdesk_opened:email": "dead",
-        "user_outage:email": "dead",
-    }
+    assert rig.statuses() == {"ticket.create": "done", "helpdesk_opened:email": "dead"}
     rig.store.close()
 
 
@@ -487,7 +474,7 @@ def test_severity_update_comments_on_the_ticket(tmp_path: Path, smtp: SmtpTestSe
     rig.engine.reconfigure([rule], SETTINGS)
     rig.feed(95.0)
     rig.feed(98.0, 60)
-    assert rig.dispatcher.run_once() == 5
+    assert rig.dispatcher.run_once() == 4
 
     [comment] = rig.tickets.show(1).comments
     assert comment.text.startswith("Severity changed from warning to critical (priority high).")
@@ -528,3 +515,132 @@ def test_routes_send_each_incident_to_the_help_desk_its_labels_match(
     rig.dispatcher.run_once()
     assert payroll.inner.show(1).status == "resolved"
     assert rig.tickets.show(default.number).status == "new"
+
+
+# --- user notices and escalations (the rows `monitor.comms` writes) -------------------------
+
+# Override templates: these tests check what the dispatcher chose and passed, not wording.
+MESSAGE_TEMPLATES = {
+    "notices/it/investigating.subject.j2": "[{{ kind }}/{{ language }}] {{ service.title }}",
+    "notices/it/investigating.txt.j2": "ticket: {{ ticket.number if ticket else 'nessuno' }}",
+    "notices/it/investigating.html.j2": "<p>{{ service.title }}</p>",
+    "notices/it/scheduled.subject.j2": "[{{ kind }}/{{ language }}] {{ maintenance.title }}",
+    "notices/it/scheduled.txt.j2": "ticket: {{ ticket.number if ticket else 'nessuno' }}",
+    "notices/it/scheduled.html.j2": "<p>{{ maintenance.title }}</p>",
+    "escalation.subject.j2": "[{{ ticket.number }}] step {{ step.position }} of {{ step.of }}",
+    "escalation.txt.j2": "Nobody has acknowledged it: {{ acknowledge }}",
+    "escalation.html.j2": "<p>{{ acknowledge }}</p>",
+}
+SERVICE = {"name": "files", "title": "Cartelle condivise", "description": ""}
+ANNA, BRUNO, ONCALL = "anna@example.com", "bruno@example.com", "oncall@example.com"
+
+
+def message_rig(tmp_path: Path, smtp: SmtpTestServer) -> Rig:
+    overrides = tmp_path / "templates"
+    for name, source in MESSAGE_TEMPLATES.items():
+        (overrides / name).parent.mkdir(parents=True, exist_ok=True)
+        (overrides / name).write_text(source)
+    return build_rig(tmp_path, smtp, Renderer(str(overrides)))
+
+
+def enqueue_row(
+    rig: Rig, key: str, payload: dict[str, Any], incident_id: int | None, op: str = "email.send"
+) -> None:
+    with rig.store.transaction() as conn:
+        enqueue(conn, key, op, payload, rig.clock.now, incident_id)
+
+
+def notice(kind: str, to: str, context: dict[str, Any]) -> dict[str, Any]:
+    return {"template": "notice", "kind": kind, "language": "it", "to": [to], "context": context}
+
+
+def test_notice_mails_go_one_per_recipient_and_name_the_ticket_they_waited_for(
+    tmp_path: Path, smtp: SmtpTestServer
+) -> None:
+    rig = message_rig(tmp_path, smtp)
+    rig.backend.create_failures = ["before"]
+    rig.feed(95.0)
+    context = {"host": "web01", "service": SERVICE, "incident": {"id": 1, "marker": MARKER}}
+    for address in (ANNA, BRUNO):
+        enqueue_row(rig, f"notice:1:{address}", notice("investigating", address, context), 1)
+
+    rig.dispatcher.run_once()
+    assert rig.mails_to(ANNA) == [] and rig.mails_to(BRUNO) == []
+    assert rig.row(ANNA)["attempts"] == 0  # waiting for the ticket is not an attempt
+
+    rig.clock.advance(RETRY.base * 1.2)
+    rig.dispatcher.run_once()
+    [anna], [bruno] = rig.mails_to(ANNA), rig.mails_to(BRUNO)
+    for mail, address in ((anna, ANNA), (bruno, BRUNO)):
+        assert mail.rcpt_tos == (address,)
+        assert mail.message["Subject"] == "[investigating/it] Cartelle condivise"
+        assert mail.body().strip() == "ticket: #1"
+        assert mail.body("html").strip() == "<p>Cartelle condivise</p>"
+        assert mail.message["X-Forewarn-Marker"] == MARKER
+        assert mail.message["X-Forewarn-Notice"] == "investigating"
+    assert anna.message["Message-ID"] != bruno.message["Message-ID"]
+    assert rig.row(ANNA)["status"] == rig.row(BRUNO)["status"] == "done"
+    rig.store.close()
+
+
+def test_a_maintenance_notice_has_no_incident_and_waits_for_no_ticket(
+    tmp_path: Path, smtp: SmtpTestServer
+) -> None:
+    rig = message_rig(tmp_path, smtp)
+    rig.backend.create_failures = ["before"]
+    rig.feed(95.0)  # an unrelated incident whose ticket is still pending
+    window = {"name": "backup", "title": "Backup notturno", "starts_at": T0, "ends_at": T0 + HOUR}
+    context = {"host": "web01", "service": SERVICE, "maintenance": window}
+    enqueue_row(rig, f"maintenance:backup:{T0}:{ANNA}", notice("scheduled", ANNA, context), None)
+
+    assert rig.dispatcher.run_once() == 1  # the notice; the incident's rows wait
+    [mail] = rig.mails_to(ANNA)
+    assert mail.message["Subject"] == "[scheduled/it] Backup notturno"
+    assert mail.body().strip() == "ticket: nessuno"
+    assert "X-Forewarn-Marker" not in mail.message
+    assert mail.message["X-Forewarn-Notice"] == "scheduled"
+    delivered = rig.store.query(
+        "SELECT detail FROM event WHERE kind = 'delivered' AND incident_id IS NULL"
+    )
+    assert [json.loads(r["detail"])["template"] for r in delivered] == ["notice"]
+    rig.store.close()
+
+
+def test_an_escalation_mail_uses_the_staff_template(tmp_path: Path, smtp: SmtpTestServer) -> None:
+    rig = message_rig(tmp_path, smtp)
+    rig.feed(95.0)
+    rig.dispatcher.run_once()  # the ticket exists
+    context = {
+        "host": "web01",
+        "incident": {"id": 1, "marker": MARKER},
+        "step": {"position": 2, "of": 3},
+        "acknowledge": "forewarn incidents ack 1",
+    }
+    payload = {"template": "escalation", "to": [ONCALL], "context": context}
+    enqueue_row(rig, "incident:1:episode:1:escalation:2:email", payload, 1)
+
+    assert rig.dispatcher.run_once() == 1
+    [mail] = rig.mails_to(ONCALL)
+    assert mail.message["Subject"] == "[#1] step 2 of 3"
+    assert mail.body().strip() == "Nobody has acknowledged it: forewarn incidents ack 1"
+    assert mail.message["X-Forewarn-Marker"] == MARKER
+    assert "X-Forewarn-Notice" not in mail.message  # staff, not a user notice
+    rig.store.close()
+
+
+def test_an_unknown_apprise_target_is_dead_at_once(tmp_path: Path, smtp: SmtpTestServer) -> None:
+    rig = message_rig(tmp_path, smtp)
+    rig.backend.create_failures = ["before"]
+    rig.feed(95.0)  # its ticket is pending: a doomed row does not wait for it
+    payload = {"template": "notice", "kind": "investigating", "language": "it",
+               "target": "0123456789ab", "context": {"service": SERVICE}}
+    enqueue_row(rig, "notice:1:apprise:0123456789ab", payload, 1, op="apprise.send")
+
+    rig.dispatcher.run_once()
+    row = rig.row("apprise:0123456789ab")
+    assert row["status"] == "dead"
+    assert row["last_error"].startswith("Apprise target 0123456789ab is no longer configured")
+    [failed] = rig.events("delivery_failed")
+    assert failed["key"] == row["key"]
+    assert rig.deliveries("apprise.send", "dead") == 1
+    rig.store.close()

@@ -30,7 +30,6 @@ SETTINGS = EngineSettings(
     backend="builtin",
     helpdesk_contact="helpdesk@example.com",
     helpdesk_emails=("helpdesk@example.com",),
-    user_emails=("users@example.com",),
     email_enabled=True,
 )
 
@@ -132,16 +131,15 @@ def test_firing_opens_one_incident_with_its_ticket_and_mail_rows(make_rig: RigFa
     assert rig.rows("SELECT phase FROM alert")[0]["phase"] == "firing"
 
 
-def test_users_hear_of_it_only_when_the_rule_says_so(make_rig: RigFactory) -> None:
+def test_the_engine_mails_the_help_desk_and_leaves_users_to_the_communicator(
+    make_rig: RigFactory,
+) -> None:
     rig = make_rig(disk_rule(notify_users=True))
     rig.feed(95.0, T0)
 
     mails = rig.rows("SELECT key, payload FROM outbox WHERE op = 'email.send' ORDER BY id")
-    assert [m["key"] for m in mails] == [
-        key(1, 1, "helpdesk_opened:email"),
-        key(1, 1, "user_outage:email"),
-    ]
-    assert '"to": ["users@example.com"]' in mails[1]["payload"]
+    assert [m["key"] for m in mails] == [key(1, 1, "helpdesk_opened:email")]
+    assert '"to": ["helpdesk@example.com"]' in mails[0]["payload"]
 
 
 def test_incident_and_outbox_rows_are_written_in_one_transaction(make_rig: RigFactory) -> None:
@@ -237,10 +235,9 @@ def test_resolve_closes_the_ticket_and_sends_the_resolution_mails(make_rig: RigF
 
     [incident] = rig.incidents()
     assert (incident["status"], incident["resolved_at"]) == ("resolved", T0 + 600)
-    assert rig.outbox()[3:] == [
+    assert rig.outbox()[2:] == [
         ("ticket.resolve", key(1, 1, "ticket.resolve")),
         ("email.send", key(1, 1, "helpdesk_resolved:email")),
-        ("email.send", key(1, 1, "user_resolved:email")),
     ]
     assert rig.events() == ["opened", "resolved"]
     [resolved] = rig.rows("SELECT detail FROM event WHERE kind = 'resolved'")
@@ -421,7 +418,4 @@ def test_with_email_disabled_no_mail_rows_are_written(make_rig: RigFactory) -> N
 def test_no_recipients_means_no_mail_rows(make_rig: RigFactory) -> None:
     rig = make_rig(disk_rule(notify_users=True), settings=replace(SETTINGS, helpdesk_emails=()))
     rig.feed(95.0, T0)
-    assert rig.outbox() == [
-        ("ticket.create", key(1, 1, "ticket.create")),
-        ("email.send", key(1, 1, "user_outage:email")),
-    ]
+    assert rig.outbox() == [("ticket.create", key(1, 1, "ticket.create"))]

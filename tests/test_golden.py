@@ -44,7 +44,6 @@ SETTINGS = EngineSettings(
     backend="builtin",
     helpdesk_contact="helpdesk@example.com",
     helpdesk_emails=("helpdesk@example.com",),
-    user_emails=("users@example.com",),
     email_enabled=True,
 )
 
