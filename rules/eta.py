@@ -55,10 +55,14 @@ def estimate(
 
 
 def changed_materially(announced_at: float | None, current_at: float | None, now: float) -> bool:
-    """Whether users must hear of a new estimate: it appeared, vanished, or moved by at least
-    max(MATERIAL_SHIFT, a quarter of the time from `now` to the announced time)."""
-    if announced_at is None or current_at is None:
-        return (announced_at is None) != (current_at is None)
+    """Whether users must hear of a new estimate: it appeared, moved by at least
+    max(MATERIAL_SHIFT, a quarter of the time from `now` to the announced time), or vanished
+    (no past incident lasted this long) while the announced time is MATERIAL_SHIFT past."""
+    if announced_at is None:
+        return current_at is not None
+    if current_at is None:
+        # A fix a few minutes late is no news; one well past its time is.
+        return now - announced_at >= MATERIAL_SHIFT
     # A far-off fix may drift by minutes unnoticed; a near one may not.
     threshold = max(MATERIAL_SHIFT, (announced_at - now) / 4)
     return abs(current_at - announced_at) >= threshold

@@ -98,7 +98,10 @@ NOW = 1_800_000_000.0
     [
         (None, None, False),
         (None, NOW + 600, True),  # an estimate appeared
-        (NOW + 600, None, True),  # and vanished
+        # Vanished (overdue, longer than any before): news once well past the announced time.
+        (NOW + 600, None, False),
+        (NOW - 899, None, False),
+        (NOW - 900, None, True),
         (NOW + 600, NOW + 600, False),
         # An hour to go: a quarter is 15 min, the floor itself.
         (NOW + 3600, NOW + 3600 + 899, False),

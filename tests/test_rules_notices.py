@@ -171,7 +171,8 @@ def test_phases_never_go_back() -> None:
     ("announced", "current", "reason"),
     [
         (None, T0 + HOUR, "eta"),  # appeared
-        (T0 + HOUR, None, "eta"),  # became unknown
+        (T0 + HOUR, None, None),  # unknown now, but the announced time is still ahead
+        (T0 - 900, None, "eta"),  # unknown, 15 min past the announced time: taking longer
         (T0 + HOUR, T0 + HOUR + 900, "eta"),
         (T0 + HOUR, T0 + HOUR + 899, None),
         (T0 + HOUR, T0 + HOUR, None),
