@@ -38,9 +38,6 @@ The context the daemon passes (JSON-serialisable; optional parts may be null or 
       "snapshot": {"top_processes": [{"pid": 1, "name": "x", "cpu_percent": 1.0,
                                       "memory_percent": 2.0}],
                    "filesystems": [{"mountpoint": "/", "used_percent": 42.0}]},  # optional
-      "notice": {"eta": null,                                # optional, user notices only:
-                 "next_update_at": null,                     #   epochs of the expected fix
-                 "workaround": ""}                           #   and next update; self-help
     }
 
 Template authors: read a key that is also a dict method or a keyword with brackets
@@ -51,8 +48,8 @@ Templates: `ticket_subject.txt.j2`, `ticket_body.txt.j2`, `ticket_update.txt.j2`
 `ticket_alert_left`, `ticket_intermittent` (rendered with `render_text`/`render_line`);
 `ticket_symptom` and `ticket_symptom_recovered` get a smaller context: {host, symptom: {rule,
 summary, labels, service}, incident: {id, marker}} (a symptom's news on its root's ticket);
-messages `helpdesk_opened`, `helpdesk_reopened`, `helpdesk_updated`, `helpdesk_resolved`,
-`user_outage`, `user_resolved` (rendered with `render_message`).
+messages `helpdesk_opened`, `helpdesk_reopened`, `helpdesk_updated`, `helpdesk_resolved`
+(rendered with `render_message`). Users' notices have a context of their own (below).
 
 Staff messages on that same context (rendered with `render_message`): `escalation` (an incident
 nobody has acknowledged) adds

@@ -98,7 +98,6 @@ SYMPTOM_TEMPLATES = ["ticket_symptom.txt.j2", "ticket_symptom_recovered.txt.j2"]
 HELPDESK_MESSAGES = [
     "helpdesk_opened", "helpdesk_reopened", "helpdesk_updated", "helpdesk_resolved",
 ]
-USER_MESSAGES = ["user_outage", "user_resolved"]
 CONTEXTS = {"full": FULL, "minimal": MINIMAL, "engine": ENGINE}
 SYMPTOM_CONTEXTS = {"full": SYMPTOM_FULL, "minimal": SYMPTOM_MINIMAL}
 
@@ -137,7 +136,7 @@ def test_text_templates_render(renderer: Renderer, template: str, context_name: 
 
 
 @pytest.mark.parametrize("context_name", CONTEXTS)
-@pytest.mark.parametrize("name", HELPDESK_MESSAGES + USER_MESSAGES)
+@pytest.mark.parametrize("name", HELPDESK_MESSAGES)
 def test_messages_render_subject_text_and_html(
     renderer: Renderer, name: str, context_name: str
 ) -> None:
@@ -342,87 +341,6 @@ def test_symptom_recovery_is_reported_on_the_root_ticket(renderer: Renderer) -> 
     assert "the ticket stays open for the problem itself" in text
 
 
-# --- proactive user notice ------------------------------------------------------------------
-
-
-def test_outage_notice_ahead_of_a_predicted_problem(renderer: Renderer) -> None:
-    subject, text, html = renderer.render_message("user_outage", ENGINE)
-    assert subject == "Heads-up about intranet: we are working to prevent a problem"
-    assert "may affect\nintranet from about 2025-11-22 11:36 UTC." in text
-    assert "Everything is still working normally for now." in text
-    assert "working to prevent it (ticket #12)" in text
-    assert "We noticed the problem" not in text and "fixed by" not in text
-    assert html is not None and "from about <strong>2025-11-22 11:36 UTC</strong>" in html
-    for part in (subject, text, html):
-        for jargon in ("95", "trend", "rate", "predict", "threshold", "intermittent", "alert"):
-            assert jargon not in part.lower(), jargon
-
-
-@pytest.mark.parametrize(
-    "alert",
-    [{"predicted_at": OPENED}, {"predicted_at": PREDICTED_AT, "evaluated_at": PREDICTED_AT}],
-)
-def test_outage_notice_once_the_predicted_time_is_reached(
-    renderer: Renderer, alert: dict[str, Any]
-) -> None:
-    subject, text, _ = renderer.render_message("user_outage", engine_with(**alert))
-    assert subject == "Problem with intranet: we are working on it"
-    assert "We noticed the problem at 2025-11-22 08:26 UTC" in text and "Heads-up" not in text
-
-
-def test_outage_notice_uses_the_incident_prediction_without_the_alert_one(
-    renderer: Renderer,
-) -> None:
-    context = engine_with(predicted_at=None)
-    context["service"] = ""
-    subject, text, _ = renderer.render_message("user_outage", context)
-    assert subject == "Heads-up: we are working to prevent a technical problem"
-    assert "some of our services from about 2025-11-22 11:36 UTC." in text
-
-
-# --- user notices ----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("context_name", CONTEXTS)
-@pytest.mark.parametrize("name", USER_MESSAGES)
-def test_user_notices_carry_no_technical_detail(
-    renderer: Renderer, name: str, context_name: str
-) -> None:
-    context = CONTEXTS[context_name]
-    rendered = " ".join(part or "" for part in renderer.render_message(name, context))
-    alert = FULL["alert"]
-    technical = [alert["rule"], alert["metric"], alert["error"], alert["condition"], "value ==",
-                 FULL["host"], MINIMAL["host"], MINIMAL["alert"]["rule"], "http://intranet/",
-                 "forewarn:", "java", "critical", "severity"]
-    for word in technical:
-        assert word not in rendered, word
-
-
-def test_outage_notice_says_what_users_need(renderer: Renderer) -> None:
-    subject, text, _ = renderer.render_message("user_outage", FULL)
-    assert subject == "Problem with intranet again: we are working on it"
-    assert text.startswith("Hello,")
-    for expected in ("intranet", "ticket #12", "helpdesk@example.com",
-                     "fixed by 2025-11-22 09:26 UTC", "update by 2025-11-22 08:56 UTC",
-                     "mirror.example.com", "come back"):
-        assert expected in text, expected
-
-
-def test_outage_notice_admits_when_nobody_knows_yet(renderer: Renderer) -> None:
-    _, text, html = renderer.render_message("user_outage", MINIMAL)
-    assert "We don't know yet how long it will take" in text
-    assert "we will send you an update" in text.lower()
-    assert "some of our services" in text
-    assert html is not None and "We don't know yet how long it will take" in html
-
-
-def test_resolved_notice_thanks_and_says_how_long(renderer: Renderer) -> None:
-    subject, text, _ = renderer.render_message("user_resolved", FULL)
-    assert subject == "Fixed: intranet is working normally again"
-    assert "lasted 3 min 10 s" in text
-    assert "Thank you for your patience." in text
-
-
 # --- escaping ----------------------------------------------------------------------------
 
 
@@ -461,14 +379,6 @@ def test_hostile_alert_labels_stay_literal_in_comments(renderer: Renderer) -> No
         assert f"unit = {HOSTILE}" in text
 
 
-def test_html_escapes_a_hostile_service_name_in_user_notices(renderer: Renderer) -> None:
-    for base in (MINIMAL, ENGINE):  # the proactive notice as well
-        context = dict(base, service=HOSTILE)
-        subject, text, html = renderer.render_message("user_outage", context)
-        assert html is not None and HOSTILE not in html and "&lt;script&gt;" in html
-        assert HOSTILE in text and HOSTILE in subject
-
-
 # --- overrides and the sandbox -------------------------------------------------------------
 
 
@@ -477,11 +387,11 @@ def write(directory: Path, name: str, text: str) -> None:
 
 
 def test_override_directory_wins_and_the_rest_falls_back(tmp_path: Path) -> None:
-    write(tmp_path, "user_outage.subject.j2", "Heads up: {{ service }}")
+    write(tmp_path, "helpdesk_opened.subject.j2", "New: {{ service }}")
     renderer = Renderer(str(tmp_path))
-    subject, text, _ = renderer.render_message("user_outage", FULL)
-    assert subject == "Heads up: intranet"
-    assert text.startswith("Hello,")  # the package's template
+    subject, text, _ = renderer.render_message("helpdesk_opened", FULL)
+    assert subject == "New: intranet"
+    assert "helpdesk_opened" not in text and text  # the package's own text template
 
 
 def test_override_can_replace_a_shared_part(tmp_path: Path) -> None:
