@@ -159,6 +159,17 @@ class Communicator:
         )
         if not recorded:
             return 0
+        # The event log is what help-desk figures are computed from (time to first notice).
+        st.add_event(
+            conn,
+            row["id"],
+            now,
+            "notice",
+            notice=str(notice.kind),
+            audience=audience.name,
+            seq=notice.seq,
+            reason=notice.reason,
+        )
         payload = {"template": "notice", "kind": str(notice.kind), "language": audience.language}
         key = f"notice:{subject}:{audience.name}:{notice.kind}:{notice.seq}"
         self._enqueue_to(conn, audience, key, dict(payload, context=context), now, row["id"])

@@ -107,6 +107,15 @@ def engine_settings(config: Config) -> EngineSettings:
     )
 
 
+def _served(config: Config) -> str:
+    """What the HTTP server offers, for the start-up log line."""
+    if not config.daemon.listen:
+        return ""
+    base = f"http://{config.daemon.listen}"
+    status = f", status page on {base}/status" if config.comms.status.enabled else ""
+    return f", metrics on {base}/metrics{status}"
+
+
 @dataclass
 class _Flags:
     stop: threading.Event
@@ -191,9 +200,7 @@ class Daemon:
             len(self.config.probes),
             len(self.config.rules),
             state_path(self.config),
-            f", metrics on http://{self.config.daemon.listen}/metrics"
-            if self.config.daemon.listen
-            else "",
+            _served(self.config),
         )
         while not self.flags.stop.is_set():
             self._process_pending(timeout=0.5)
