@@ -14,14 +14,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from comms_parts import HEAD, wire
 
-from monitor.comms import Communicator, comms_settings
 from monitor.config import parse_config
-from monitor.daemon import build_backend, engine_settings
+from monitor.daemon import build_backend
 from monitor.dispatcher import Dispatcher
-from monitor.engine import Engine
-from monitor.metrics import Metrics
-from monitor.store import Store, acknowledge
+from monitor.store import acknowledge
 from notifiers.apprise_channel import target_id
 from notifiers.render import Renderer
 from probes.base import Sample
@@ -30,16 +28,9 @@ T0 = datetime(2026, 11, 23, 10, 0, tzinfo=ZoneInfo("Europe/Rome")).timestamp()
 HOUR = 3600.0
 CHAT = "json://127.0.0.1:9/hook?token=s3cret"
 
-CONFIG = """
-[daemon]
-state_dir = "{state}"
-hostname = "web01"
-
-[smtp]
-host = "127.0.0.1"
-port = 2525
-from = "forewarn@example.com"
-
+CONFIG = (
+    HEAD
+    + """
 [notices]
 update_every = "1h"
 ticket_update_every = "6h"
@@ -89,22 +80,20 @@ services = ["intranet"]
 title = "Intranet upgrade"
 announce_before = "1d"
 """
+)
 
 WEB = {"url": "http://intranet/", "probe": "web"}
 
 
 class Rig:
     def __init__(self, tmp: Path) -> None:
-        state = tmp / "state"
-        text = CONFIG.format(state=state, chat=CHAT)
-        self.config = parse_config(text, str(tmp / "config.toml"))
-        self.store = Store(state / "forewarn.db")
-        metrics = Metrics()
-        self.engine = Engine(
-            self.store, self.config.rules, engine_settings(self.config), metrics, dict
-        )
-        self.comms = Communicator(
-            self.store, comms_settings(self.config), metrics, self.engine.by_name.get
+        text = CONFIG.format(state=tmp / "state", chat=CHAT)
+        parts = wire(parse_config(text, str(tmp / "config.toml")))
+        self.config, self.store, self.engine, self.comms = (
+            parts.config,
+            parts.store,
+            parts.engine,
+            parts.comms,
         )
         self.now = T0
         self.dispatcher = Dispatcher(
@@ -112,7 +101,7 @@ class Rig:
             build_backend(self.config),
             None,
             Renderer(),
-            metrics,
+            parts.metrics,
             clock=lambda: self.now,
         )
 

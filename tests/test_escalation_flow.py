@@ -16,13 +16,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from cli_runner import forewarn
+from comms_parts import HEAD, wire
 
-from monitor.comms import Communicator, comms_settings
-from monitor.config import Config, parse_config
-from monitor.daemon import engine_settings
-from monitor.engine import Engine
-from monitor.metrics import Metrics
-from monitor.store import Store
+from monitor.config import parse_config
 from probes.base import Sample
 
 ROME = ZoneInfo("Europe/Rome")
@@ -31,16 +27,9 @@ MONDAY_10 = datetime(2026, 11, 23, 10, 0, tzinfo=ROME).timestamp()
 FRIDAY_1650 = datetime(2026, 11, 20, 16, 50, tzinfo=ROME).timestamp()
 MONDAY_09 = datetime(2026, 11, 23, 9, 0, tzinfo=ROME).timestamp()
 
-CONFIG = """
-[daemon]
-state_dir = "{state}"
-hostname = "web01"
-
-[smtp]
-host = "127.0.0.1"
-port = 2525
-from = "forewarn@example.com"
-
+CONFIG = (
+    HEAD
+    + """
 [[probe]]
 name = "web"
 kind = "http"
@@ -97,6 +86,7 @@ notify = ["tier2"]
 after = "2h"
 notify = ["boss@example.com"]
 """
+)
 
 
 class Rig:
@@ -105,14 +95,12 @@ class Rig:
         limited = "business_hours_only = true" if business_hours_only else ""
         self.config_path = tmp / "config.toml"
         self.config_path.write_text(CONFIG.format(state=self.state, limited=limited))
-        self.config: Config = parse_config(self.config_path.read_text(), str(self.config_path))
-        self.store = Store(self.state / "forewarn.db")
-        metrics = Metrics()
-        self.engine = Engine(
-            self.store, self.config.rules, engine_settings(self.config), metrics, dict
-        )
-        self.comms = Communicator(
-            self.store, comms_settings(self.config), metrics, self.engine.by_name.get
+        parts = wire(parse_config(self.config_path.read_text(), str(self.config_path)))
+        self.config, self.store, self.engine, self.comms = (
+            parts.config,
+            parts.store,
+            parts.engine,
+            parts.comms,
         )
 
     def web_down(self, now: float) -> None:
