@@ -59,15 +59,13 @@ def load_or_report(path: str | None) -> Config | None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from monitor.daemon import Daemon
+    from monitor.logs import config_secrets, setup_logging
 
     path = find_config(args.config)
     config = load_or_report(path)
     if config is None:
         return EXIT_CONFIG
-    logging.basicConfig(
-        level=config.daemon.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(config.daemon.log_level, args.log_format, config_secrets(config))
     # APScheduler logs every job run at INFO: far too chatty for a daemon's journal.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     log.info("configuration: %s", path or "built-in default (no config file found)")
@@ -155,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the daemon in the foreground",
         description="Run probes on schedule, open and resolve tickets, send "
         "mail. SIGHUP reloads the config (kept if invalid); SIGTERM stops.",
+    )
+    run.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="text (default), or one JSON object per line for log shippers",
     )
     run.set_defaults(func=cmd_run)
 

@@ -31,17 +31,26 @@ def wait_until(
 
 
 class DaemonProcess:
-    def __init__(self, config_path: Path, log_path: Path, metrics_port: int) -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        log_path: Path,
+        metrics_port: int,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+    ) -> None:
         self.config_path = config_path
         self.log_path = log_path
         self.metrics_port = metrics_port
+        self.env = env or {}  # added to (or replacing) the test's own environment
+        self.args = args  # more `forewarn run` arguments, e.g. ("--log-format", "json")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "monitor", "run", "-c", str(self.config_path)],
+                [sys.executable, "-m", "monitor", "run", "-c", str(self.config_path), *self.args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
