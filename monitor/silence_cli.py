@@ -149,7 +149,7 @@ def parse_time(text: str, option: str) -> float:
         instant = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
     except (ValueError, OverflowError):  # not ISO 8601, or an offset off the calendar's end
         instant = math.nan
-    if not _FIRST_INSTANT <= instant < _LAST_INSTANT:
+    if not on_calendar(instant):
         raise CliError(f"{option} {text!r} is not a time; {TIME_HINT}")
     return instant
 
@@ -162,7 +162,13 @@ def _interval(args: argparse.Namespace, now: float) -> tuple[float, float]:
     if args.until is not None:
         end = parse_time(args.until, "--until")
     else:
-        end = start + _positive_duration(args.duration)
+        end = start + positive_duration(args.duration, "--duration")
+    check_interval(start, end, now)
+    return start, end
+
+
+def check_interval(start: float, end: float, now: float) -> None:
+    """CliError unless a silence from `start` to `end` would mute something, on the calendar."""
     if end >= _LAST_INSTANT:
         raise CliError("the silence would end after the year 9999: give a nearer end")
     if end <= now:
@@ -173,17 +179,21 @@ def _interval(args: argparse.Namespace, now: float) -> tuple[float, float]:
         raise CliError(
             f"the silence would end ({when(end)} UTC) before it starts ({when(start)} UTC)"
         )
-    return start, end
 
 
-def _positive_duration(text: str) -> float:
+def positive_duration(text: str | float, option: str) -> float:
     try:
         seconds = parse_duration(text)
     except ValueError as exc:
-        raise CliError(f"--duration: {exc}") from None
+        raise CliError(f"{option}: {exc}") from None
     if seconds <= 0:
-        raise CliError(f"--duration {text!r}: a silence must last some time")
+        raise CliError(f"{option} {text!r}: a silence must last some time")
     return seconds
+
+
+def on_calendar(instant: float) -> bool:
+    """Whether `instant` can be shown as a date (the years 1 to 9999)."""
+    return _FIRST_INSTANT <= instant < _LAST_INSTANT
 
 
 def build_silence(
@@ -282,14 +292,19 @@ def _list(path: Path, everything: bool, as_json: bool, now: float) -> None:
 def _read(path: Path, everything: bool, now: float) -> list[sqlite3.Row]:
     conn = st.connect(path, readonly=True)
     try:
-        if not _has_silence_table(conn):  # a state file from before silences
-            return []
-        if everything:
-            return list(conn.execute("SELECT * FROM silence ORDER BY id"))
-        # The daemon's own choice (Store.silences): every silence that has not ended yet.
-        return list(conn.execute("SELECT * FROM silence WHERE ends_at > ? ORDER BY id", (now,)))
+        return read_silences(conn, everything, now)
     finally:
         conn.close()
+
+
+def read_silences(conn: sqlite3.Connection, everything: bool, now: float) -> list[sqlite3.Row]:
+    """Silences that have not ended at `now`, or (`everything`) all of them, by id."""
+    if not _has_silence_table(conn):  # a state file from before silences
+        return []
+    if everything:
+        return list(conn.execute("SELECT * FROM silence ORDER BY id"))
+    # The daemon's own choice (Store.silences): every silence that has not ended yet.
+    return list(conn.execute("SELECT * FROM silence WHERE ends_at > ? ORDER BY id", (now,)))
 
 
 def _has_silence_table(conn: sqlite3.Connection) -> bool:

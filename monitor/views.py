@@ -212,9 +212,36 @@ def _incident_dict(row: sqlite3.Row) -> dict[str, Any]:
     return data
 
 
+def incident_rows(
+    conn: sqlite3.Connection, status: str | None, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Incidents, newest first: those of `status` ("open", "resolved"), or all with None."""
+    sql = _INCIDENT_SQL
+    params: list[str | int] = []
+    if status is not None:
+        sql, params = f"{sql} WHERE i.status = ?", [status]
+    sql += " ORDER BY i.id DESC"
+    if limit is not None:
+        sql, params = f"{sql} LIMIT ?", [*params, limit]
+    return [_incident_dict(r) for r in conn.execute(sql, params)]
+
+
+def incident_detail(conn: sqlite3.Connection, incident_id: int) -> dict[str, Any] | None:
+    """One incident with its ticket number and its event log, oldest event first."""
+    row = conn.execute(f"{_INCIDENT_SQL} WHERE i.id = ?", (incident_id,)).fetchone()
+    if row is None:
+        return None
+    events = [
+        dict(e) | {"detail": json.loads(e["detail"])}
+        for e in conn.execute(
+            "SELECT at, kind, detail FROM event WHERE incident_id = ? ORDER BY id", (incident_id,)
+        )
+    ]
+    return _incident_dict(row) | {"events": events}
+
+
 def _list_incidents(conn: sqlite3.Connection, everything: bool, as_json: bool) -> int:
-    where = "" if everything else " WHERE i.status = 'open'"
-    rows = [_incident_dict(r) for r in conn.execute(f"{_INCIDENT_SQL}{where} ORDER BY i.id DESC")]
+    rows = incident_rows(conn, None if everything else "open")
     if as_json:
         _print_json(rows)
         return 0
@@ -242,18 +269,12 @@ def _list_incidents(conn: sqlite3.Connection, everything: bool, as_json: bool) -
 
 
 def _show_incident(conn: sqlite3.Connection, incident_id: int, as_json: bool) -> int:
-    row = conn.execute(f"{_INCIDENT_SQL} WHERE i.id = ?", (incident_id,)).fetchone()
-    if row is None:
+    data = incident_detail(conn, incident_id)
+    if data is None:
         raise CliError(f"no incident {incident_id}")
-    data = _incident_dict(row)
-    events = [
-        dict(e) | {"detail": json.loads(e["detail"])}
-        for e in conn.execute(
-            "SELECT at, kind, detail FROM event WHERE incident_id = ? ORDER BY id", (incident_id,)
-        )
-    ]
+    events = data["events"]
     if as_json:
-        _print_json(data | {"events": events})
+        _print_json(data)
         return 0
     for key in (
         "id",

@@ -4,7 +4,8 @@ Paths (GET and HEAD; any other method is 405):
 - `/metrics`: the daemon's registry in Prometheus' text format;
 - `/status`: the status page (HTML), `/status.json` its view, `/status.atom` its Atom feed;
   `/` redirects to `/status`. With the status page off, these are 404;
-- `/healthz`: "ok" while the server answers.
+- `/healthz`: "ok" while the server answers;
+- `/api/...`: the HTTP API (`monitor.api`, any method), when the daemon gives one.
 
 Every error is a JSON body `{"error": "..."}`; an unexpected exception is logged and answered
 with 500, never with a traceback. HTML carries a Content-Security-Policy that allows no script
@@ -24,7 +25,7 @@ import socket
 import socketserver
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,7 +40,16 @@ from notifiers.render import Renderer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["StatusSource", "WebServer", "serve"]
+__all__ = [
+    "API_PREFIX",
+    "ApiHandler",
+    "Request",
+    "Response",
+    "StatusSource",
+    "WebServer",
+    "error",
+    "serve",
+]
 
 StatusSource = Callable[[float], dict[str, Any]]  # now -> the view of monitor.statuspage
 
@@ -68,6 +78,25 @@ def error(status: HTTPStatus, reason: str, **headers: str) -> Response:
     return Response(status, JSON, body, headers)
 
 
+@dataclass(frozen=True)
+class Request:
+    """A request under API_PREFIX as `monitor.api` sees it. `headers` has lower-case names;
+    the body is read on demand, so that a limit can refuse it unread: `read(n)` returns at
+    most n bytes, what has arrived (waiting for some), and b"" once the client sent no more."""
+
+    method: str
+    path: str
+    query: str
+    headers: Mapping[str, str]
+    read: Callable[[int], bytes]
+
+
+ApiHandler = Callable[[Request], Response]
+API_PREFIX = "/api/"
+LINGER_SECONDS = 2.0  # how long an unread request body is drained after the answer...
+LINGER_BYTES = 4 * 1024 * 1024  # ...and how much of it at most
+
+
 @dataclass
 class _App:
     """What the handlers answer from (one per server)."""
@@ -76,6 +105,7 @@ class _App:
     status: StatusSource | None
     renderer: Renderer
     clock: Callable[[], float]
+    api: ApiHandler | None = None  # answers every path under API_PREFIX, any method
 
     def respond(self, path: str) -> Response:
         route = _ROUTES.get(path)
@@ -136,6 +166,7 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = REQUEST_TIMEOUT
     server_version = "forewarn"
     sys_version = ""
+    _body_read = 0  # bytes of the request body read so far
 
     def do_GET(self) -> None:
         self._send(self._answer())
@@ -144,25 +175,74 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(self._answer(), body=False)
 
     def __getattr__(self, name: str) -> Any:
-        # BaseHTTPRequestHandler looks up do_<METHOD>: every other method is not allowed here.
+        # BaseHTTPRequestHandler looks up do_<METHOD>: the API decides on any method itself;
+        # elsewhere, every other method is not allowed.
         if name.startswith("do_"):
-            return self._not_allowed
+            return self._other_method
         raise AttributeError(name)
 
-    def _not_allowed(self) -> None:
+    def _other_method(self) -> None:
+        if self._api() is not None:
+            self._send(self._answer())
+            return
         self._send(error(HTTPStatus.METHOD_NOT_ALLOWED, "only GET and HEAD", Allow="GET, HEAD"))
+
+    def _api(self) -> ApiHandler | None:
+        """The API, when it is served and the path is under API_PREFIX."""
+        app = cast(_Server, self.server).app
+        return app.api if urlsplit(self.path).path.startswith(API_PREFIX) else None
 
     def _answer(self) -> Response:
         app = cast(_Server, self.server).app
         path = urlsplit(self.path).path
+        api = self._api()
         try:
-            return app.respond(path)
+            return api(self._request()) if api is not None else app.respond(path)
         except Exception as exc:  # a broken template or database must not kill the server
-            log.exception("GET %s failed", path)
+            log.exception("%s %s failed", self.command, path)
             return error(
                 HTTPStatus.INTERNAL_SERVER_ERROR,
                 f"internal error ({type(exc).__name__}); the daemon's log has the details",
             )
+
+    def _request(self) -> Request:
+        parts = urlsplit(self.path)
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        return Request(self.command, parts.path, parts.query, headers, self._read_body)
+
+    def _read_body(self, size: int) -> bytes:
+        data = self.rfile.read1(size)  # what has arrived, so that the reader can keep time
+        self._body_read += len(data)
+        return data
+
+    def _body_unread(self) -> bool:
+        """Whether the client may still be sending a body nobody read (a refused request)."""
+        headers = getattr(self, "headers", None)  # None when the request line was bad
+        if headers is None:
+            return False
+        if headers.get("Transfer-Encoding"):
+            return True
+        length = headers.get("Content-Length", "0").strip()
+        if not (length.isascii() and length.isdigit()):
+            return True
+        return int(length) > self._body_read
+
+    def _linger(self) -> None:
+        """Drain what the client still sends, for a moment: closing a socket with unread data
+        resets the connection, and the client would lose the answer (a 413, a 401)."""
+        self.close_connection = True
+        deadline = time.monotonic() + LINGER_SECONDS
+        drained = 0
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            while drained < LINGER_BYTES and (left := deadline - time.monotonic()) > 0:
+                self.connection.settimeout(left)
+                chunk = self.connection.recv(65536)
+                if not chunk:
+                    return
+                drained += len(chunk)
+        except OSError:  # timed out, or the client is gone: either way, done
+            return
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Errors the request parser finds (400, 414, 501...) answered as JSON like ours."""
@@ -184,6 +264,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(response.body)
         except OSError as exc:  # the client went away: nothing left to tell it
             log.debug("could not answer %s: %s", self.client_address, exc)
+            return
+        if self._body_unread():
+            self._linger()
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
@@ -191,6 +274,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default backlog of 5 drops the connections of a burst (a dozen clients
+    # at once), which then wait a whole second for the SYN to be sent again.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[Any, ...], family: socket.AddressFamily, app: _App) -> None:
         self.address_family = family
@@ -230,19 +316,21 @@ def serve(
     status: StatusSource | None = None,
     renderer: Renderer | None = None,
     clock: Callable[[], float] = time.time,
+    api: ApiHandler | None = None,
 ) -> WebServer | None:
     """Serve /metrics, /healthz and (when `status` is given) the status page on `listen`.
 
     `listen` is "host:port" ("127.0.0.1:9877", "[::1]:9877"; port 0 picks a free one), or ""
     for no server at all (None is returned). `status` builds the page's view for a `now`;
     `renderer` renders its HTML (the built-in templates by default); `clock` gives that `now`.
+    `api` (a `monitor.api.Api`) answers every request under API_PREFIX.
     Raises OSError when the address cannot be bound.
     """
     if not listen:
         return None
     host, port = _split(listen)
     family, address = _resolve(host, port)
-    app = _App(metrics, status, renderer or Renderer(), clock)
+    app = _App(metrics, status, renderer or Renderer(), clock, api)
     server = WebServer(_Server(address, family, app))
     log.debug("serving HTTP on %s", listen)
     return server
