@@ -5,12 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the integration tests run for real: the Nagios plugins (command probe),
-# node_exporter and Prometheus (scrape and promql probes), smartctl, ping, systemd-analyze,
-# chrony (clock probe), the real help desks Redmine and Request Tracker, and chromium (the
-# status page, tested in a real headless browser).
+# node_exporter and Prometheus (scrape and promql probes), Alertmanager (its webhook into
+# forewarn, amtool), smartctl, ping, systemd-analyze, chrony (clock probe), the real help desks
+# Redmine and Request Tracker, and chromium (the status page, tested in a real headless browser).
 DEBIAN_PACKAGES="ca-certificates openssl systemd iputils-ping smartmontools chrony
-  monitoring-plugins-basic prometheus-node-exporter prometheus redmine redmine-sqlite
-  request-tracker5 rt5-db-sqlite rt5-standalone chromium"
+  monitoring-plugins-basic prometheus-node-exporter prometheus prometheus-alertmanager
+  redmine redmine-sqlite request-tracker5 rt5-db-sqlite rt5-standalone chromium"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   need=()
   for pkg in $DEBIAN_PACKAGES; do

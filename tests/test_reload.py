@@ -98,7 +98,7 @@ def test_sighup_reloads_refuses_invalid_and_sigterm_stops_in_order(rig: Rig) -> 
     rig.write("first", "second")
     rig.hangup()
     wait_until(lambda: rig.up("second"), 5, f"the added probe on /metrics ({rig.daemon.log()})")
-    rig.wait_log("configuration reloaded: 2 probes, 3 rules")
+    rig.wait_log("configuration reloaded: 2 probes, 4 rules")
 
     # Invalid, and without the two running probes: a partial reload would drop them.
     rig.write(
@@ -119,7 +119,7 @@ def test_sighup_reloads_refuses_invalid_and_sigterm_stops_in_order(rig: Rig) -> 
 
     rig.write("first")  # a valid config is taken again after a refused one
     rig.hangup()
-    rig.wait_log("configuration reloaded: 1 probes, 3 rules")
+    rig.wait_log("configuration reloaded: 1 probes, 4 rules")
     wait_until(
         lambda: 'forewarn_http_up{probe="second"' not in (rig.daemon.metrics() or ""),
         5,
