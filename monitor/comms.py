@@ -8,6 +8,7 @@ outbox rows that carry it out, one per target so each failure is seen and retrie
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sqlite3
@@ -20,6 +21,7 @@ from monitor.comms_config import AudienceConfig, CommsConfig
 from monitor.config import Config
 from monitor.lifecycle import incident_context
 from monitor.metrics import Metrics
+from monitor.selfmon import SELF_POLICY, admin_policy
 from notifiers.apprise_channel import target_id
 from rules.escalation import Policy, StepDue, due
 from rules.eta import Eta, estimate
@@ -43,6 +45,9 @@ log = logging.getLogger(__name__)
 TICKET = "@ticket"  # the audience of the ticket's own "still open" comments
 HISTORY_LIMIT = 200  # past durations an estimate looks at, newest first
 HOST_LABELS = ("host", "instance", "hostname")  # where an alert names the machine
+# How long an escalation message waits for its incident's ticket (to name its number) before
+# it goes without: people must hear even while the help desk is down.
+ESCALATION_TICKET_GRACE = 300.0
 
 
 @dataclass(frozen=True)
@@ -56,8 +61,12 @@ class CommsSettings:
 
 
 def comms_settings(config: Config) -> CommsSettings:
-    """The settings of a config; `[notify] users` is an audience of every service."""
-    audiences = config.comms.audiences
+    """The settings of a config; `[notify] users` is an audience of every service, and
+    `[daemon] admins` the one step of the implicit escalation policy `forewarn-self`."""
+    audiences, comms = config.comms.audiences, config.comms
+    policy = admin_policy(config.daemon.admins)
+    if policy is not None:  # after the file's own: a policy of that name there wins
+        comms = dataclasses.replace(comms, escalations=(*comms.escalations, policy))
     if config.notify.users:
         users = AudienceConfig(
             "users",
@@ -70,7 +79,7 @@ def comms_settings(config: Config) -> CommsSettings:
     return CommsSettings(
         hostname=config.daemon.hostname,
         helpdesk_contact=config.helpdesk.contact,
-        comms=config.comms,
+        comms=comms,
         audiences=audiences,
         email_enabled=config.smtp is not None,
         maintenance=config.maintenance,
@@ -291,9 +300,11 @@ class Communicator:
         )
         context = self._staff_context(row, rule, policy, step, now)
         key = f"incident:{row['id']}:episode:{row['episode']}:escalation:{step.index}"
+        # forewarn's alerts about itself go at once: the help desk may be what failed.
+        wait = False if policy.name == SELF_POLICY else ESCALATION_TICKET_GRACE
         for target in targets:
             audience = self._audience_named(target)
-            payload = {"template": "escalation", "context": context}
+            payload = {"template": "escalation", "context": context, "wait_for_ticket": wait}
             self._enqueue_to(conn, audience, f"{key}:{target}", payload, now, row["id"])
         _comment(conn, row["id"], event_id, _escalation_note(step, targets, now, row), now)
         self.metrics.escalations.labels(urgent=str(step.urgent).lower()).inc()

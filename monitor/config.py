@@ -33,6 +33,10 @@ from jinja2 import TemplateSyntaxError, nodes
 from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from monitor.alertmanager import PROBE as ALERTMANAGER_PROBE
+from monitor.alertmanager import RULE as ALERTMANAGER_RULE
+from monitor.alertmanager import AlertmanagerConfig
+from monitor.api_config import ApiConfig
 from monitor.comms_config import CommsConfig, CommsSources, check_rule_policies, parse_comms
 from monitor.durations import at_least, format_duration
 from monitor.schema import (
@@ -46,6 +50,7 @@ from monitor.schema import (
     check_directory,
     check_port,
     config_fields,
+    each,
     known,
     listing,
     one_of,
@@ -108,6 +113,35 @@ def _check_route_name(value: str) -> None:
     _check_name(value)
     if value == DEFAULT_ROUTE_NAME:
         raise ValueError(f"{show(value)} names the [helpdesk] itself; give the route its own name")
+
+
+def _check_probe_name(value: str) -> None:
+    _check_name(value)
+    if value == ALERTMANAGER_PROBE:  # the samples of alerts Alertmanager posts carry it
+        raise ValueError(f"{show(value)} is reserved for the alerts Alertmanager posts")
+
+
+def _check_admin(value: str) -> None:
+    """An e-mail address, or the name of an [[audience]] (checked against them later)."""
+    if "@" in value:
+        check_address(value)
+    else:
+        _check_name(value)
+
+
+def _check_admins_known(
+    daemon: DaemonConfig | None, comms: CommsConfig | None, smtp: bool, ctx: Context
+) -> None:
+    """[daemon] admins: each an [[audience]], or an address with an [smtp] to send through."""
+    if daemon is None or comms is None:
+        return
+    where, names = Table("daemon", "daemon"), {a.name for a in comms.audiences}
+    for number, admin in enumerate(daemon.admins, 1):
+        if "@" in admin and not smtp and admin not in names:
+            ctx.add(where, "admins", "an address, but there is no [smtp] section", f"[{number}]")
+        elif "@" not in admin and admin not in names:
+            neither = f"{show(admin)} is neither an [[audience]] nor an e-mail address"
+            ctx.add(where, "admins", f"{neither}; audiences: {listing(names)}", f"[{number}]")
 
 
 def _check_some_matchers(values: tuple[Matcher, ...]) -> None:
@@ -182,6 +216,10 @@ class DaemonConfig:
     reopen_within: Duration = field(default=Duration(86_400))
     hostname: str = field(default_factory=socket.gethostname)
     templates_dir: str = field(default="", metadata={"check": check_directory})
+    # Self-monitoring (monitor.selfmon): who hears of forewarn's own trouble, directly, and
+    # how long an undelivered ticket or message may wait before that is trouble.
+    admins: tuple[str, ...] = field(default=(), metadata={"check": each(_check_admin)})
+    outbox_age_limit: Duration = field(default=Duration(900), metadata={"check": at_least(1.0)})
 
     @property
     def listen_address(self) -> tuple[str, int] | None:
@@ -253,6 +291,8 @@ class Config:
     maintenance: tuple[MaintenanceWindow, ...] = ()
     routes: tuple[RouteConfig, ...] = ()  # in file order: the first that matches wins
     comms: CommsConfig = field(default_factory=CommsConfig)  # audiences, escalation, status
+    alertmanager: AlertmanagerConfig = field(default_factory=AlertmanagerConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)  # the HTTP API's token and limits
 
 
 def stale_after(probe: ProbeConfig) -> float:
@@ -298,7 +338,8 @@ DELIVERY_FAILED_RULE = Rule(
     ),
     category="monitoring",
 )
-BUILTIN_RULES = (PROBE_STALE_RULE, DELIVERY_FAILED_RULE)
+# `alertmanager`: the alerts Alertmanager posts to the API (see monitor.alertmanager).
+BUILTIN_RULES = (PROBE_STALE_RULE, DELIVERY_FAILED_RULE, ALERTMANAGER_RULE)
 
 
 def _with_builtin_rules(rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
@@ -311,7 +352,7 @@ def _with_builtin_rules(rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
 class _ProbeKeys:
     """The keys every [[probe]] has; the rest belong to its kind's Options."""
 
-    name: str = field(metadata={"check": _check_name})
+    name: str = field(metadata={"check": _check_probe_name})
     kind: str = field(metadata={"check": known("kind", REGISTRY)})
     interval: Duration = field(default=Duration(30), metadata={"check": at_least(1.0)})
     timeout: Duration | None = field(default=None, metadata={"check": at_least(0.001)})
@@ -729,6 +770,8 @@ def _parse_route(table: dict[str, Any], where: Table, ctx: Context) -> RouteConf
 _SECTIONS = (
     *("daemon", "helpdesk", "route", "smtp", "notify", "probe", "rule", "maintenance"),
     *("audience", "service", "notices", "escalation", "status"),
+    "alertmanager",
+    "api",
 )
 
 
@@ -747,11 +790,19 @@ def _parse_document(data: Mapping[str, Any], source: str, ctx: Context) -> Confi
     comms = parse_comms(data, sources, ctx)
     if comms is not None:
         check_rule_policies(rules, comms, ctx)
+    _check_admins_known(daemon, comms, "smtp" in data, ctx)
+    where = Table("alertmanager", "alertmanager")
+    alertmanager = build(AlertmanagerConfig, _section(data, "alertmanager", ctx) or {}, where, ctx)
+    api = build(ApiConfig, _section(data, "api", ctx) or {}, Table("api", "api"), ctx)
     if ctx.errors or daemon is None or helpdesk is None or notify is None or comms is None:
         return None
     rules = _with_builtin_rules(rules)
     windows, own_routes = tuple(filter(None, maintenance)), tuple(filter(None, routes))
-    return Config(daemon, helpdesk, smtp, notify, probes, rules, source, windows, own_routes, comms)
+    return dataclasses.replace(
+        Config(daemon, helpdesk, smtp, notify, probes, rules, source, windows, own_routes, comms),
+        alertmanager=alertmanager or AlertmanagerConfig(),
+        api=api or ApiConfig(),
+    )
 
 
 def _parse_probes_and_rules(
@@ -760,7 +811,7 @@ def _parse_probes_and_rules(
     probe_tables, rule_tables = _array(data, "probe", ctx), _array(data, "rule", ctx)
     probes = tuple(filter(None, _parse_probes(probe_tables, ctx)))
     known = _Known(
-        probes=_names(probe_tables),
+        probes=_names(probe_tables) | {ALERTMANAGER_PROBE},
         rules=_names(rule_tables) | {rule.name for rule in BUILTIN_RULES},
         intervals={probe.name: probe.interval for probe in probes},
     )

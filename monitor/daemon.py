@@ -16,6 +16,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from monitor.alertmanager import PROBE as ALERTMANAGER_PROBE
+from monitor.alertmanager import Deadlines
+from monitor.alertmanager import receive as receive_alerts
 from monitor.comms import Communicator, apprise_targets, comms_settings
 from monitor.config import (
     PROBE_STALE,
@@ -27,8 +30,11 @@ from monitor.config import (
 )
 from monitor.dispatcher import Dispatcher
 from monitor.engine import Engine, EngineSettings
+from monitor.logs import config_secrets, redact_also
 from monitor.metrics import Metrics
 from monitor.scheduler import ProbeScheduler, ScheduledProbe
+from monitor.sd_notify import Watchdog, monotonic_usec, notify
+from monitor.selfmon import SelfMonitor, with_self_rules
 from monitor.snapshot import take_snapshot
 from monitor.statuspage import build_view
 from monitor.store import Store
@@ -102,7 +108,8 @@ def engine_settings(config: Config) -> EngineSettings:
         helpdesk_emails=tuple(config.notify.helpdesk),
         email_enabled=config.smtp is not None,
         maintenance=config.maintenance,
-        stale_after={p.name: stale_after(p) for p in config.probes},
+        stale_after={p.name: stale_after(p) for p in config.probes}
+        | {ALERTMANAGER_PROBE: config.alertmanager.resolve_timeout},
         routes=tuple((route.name, route.matchers) for route in config.routes),
     )
 
@@ -114,6 +121,11 @@ def _served(config: Config) -> str:
     base = f"http://{config.daemon.listen}"
     status = f", status page on {base}/status" if config.comms.status.enabled else ""
     return f", metrics on {base}/metrics{status}"
+
+
+def _running(config: Config) -> str:
+    """The STATUS= systemctl shows while the daemon runs."""
+    return f"running: {len(config.probes)} probes, {len(config.rules)} rules"
 
 
 @dataclass
@@ -131,9 +143,9 @@ class Daemon:
         self.metrics = Metrics()
         self.store = Store(state_path(config))
         self.metrics.watch_store(self._open_incidents, self.store.outbox_stats)
-        self.engine = Engine(
-            self.store, config.rules, engine_settings(config), self.metrics, take_snapshot
-        )
+        self.selfmon = SelfMonitor(self.store, config.daemon.state_dir, self.metrics)
+        rules, settings = with_self_rules(config), engine_settings(config)
+        self.engine = Engine(self.store, rules, settings, self.metrics, take_snapshot)
         backend, routes = build_backend(config), build_routes(config)
         self.dispatcher = Dispatcher(
             self.store,
@@ -159,6 +171,14 @@ class Daemon:
         self._server: Any = None
         self._started = self._last_tick = time.time()
         self._reported: dict[str, float] = {}  # probe name -> when it last reported
+        self.alert_deadlines = Deadlines()  # Alertmanager alerts with an endsAt ahead
+        # Imported here: the API reuses the command line's queries, whose modules import this one.
+        from monitor.api import Api
+
+        self.api = Api(
+            self.store, config.api, wake=self.dispatcher.wake, stale_probes=self.stale_probes
+        )
+        self.api.alertmanager_sink = self.receive_alertmanager
 
     def _open_incidents(self) -> float:
         return float(self.store.query("SELECT COUNT(*) FROM incident WHERE status='open'")[0][0])
@@ -170,6 +190,20 @@ class Daemon:
         self._reported[probe] = time.time()
         self.metrics.samples.update(probe, samples)
         self.samples.put((probe, samples))
+
+    def stale_probes(self, now: float) -> list[str]:
+        """The probes that missed their schedule (the API's health)."""
+        return [sample.labels["probe"] for sample in self._staleness(now) if sample.value]
+
+    def receive_alertmanager(self, payload: dict[str, Any]) -> dict[str, int]:
+        """The API's Alertmanager webhook (from its threads): validate, then hand the alerts
+        to the main loop as samples. Raises ValueError naming what is malformed."""
+        received = receive_alerts(payload, time.time())
+        self.alert_deadlines.note(received)
+        if received.samples:
+            self.samples.put((ALERTMANAGER_PROBE, list(received.samples)))
+        log.debug("Alertmanager posted %s", received.summary)
+        return received.summary
 
     # --- life cycle ----------------------------------------------------------------------
 
@@ -191,6 +225,7 @@ class Daemon:
             self.config.daemon.listen,
             (lambda now: build_view(self.store, self.config, now)) if status else None,
             Renderer(self.config.daemon.templates_dir or None),
+            api=self.api,
         )
         self.dispatcher.start()
         self.sync.start()
@@ -202,12 +237,16 @@ class Daemon:
             state_path(self.config),
             _served(self.config),
         )
+        notify("READY=1", f"STATUS={_running(self.config)}")
+        watchdog = Watchdog.from_environment()
         while not self.flags.stop.is_set():
+            watchdog.ping(time.monotonic())  # here, so that a wedged loop stops the pings
             self._process_pending(timeout=0.5)
             self._tick(time.time())
             if self.flags.reload.is_set():
                 self.flags.reload.clear()
-                self.reload()
+                notify("RELOADING=1", monotonic_usec())
+                notify("READY=1", f"STATUS={self.reload()}")
         self.shutdown()
         return 0
 
@@ -228,6 +267,8 @@ class Daemon:
         self._last_tick = now
         try:
             samples = [*self._staleness(now), self._dead_deliveries(now)]
+            samples += self.selfmon.samples(now)  # outbox age, failing channels, free space
+            samples += self.alert_deadlines.lapsed(now)
             changed = self.engine.process(samples, now) + self.engine.tick(now)
             changed += self.comms.tick(now)
         except Exception:
@@ -262,32 +303,38 @@ class Daemon:
             except queue.Empty:
                 return batch
 
-    def reload(self) -> None:
+    def reload(self) -> str:
+        """Take the config file again, or keep the running config; says which (for systemd)."""
         try:
             config = load_config(self.config_path)
         except ConfigError as exc:
             log.error("reload refused, keeping the running config: %d error(s)", len(exc.errors))
             for error in exc.errors:
                 log.error("  %s", error)
-            return
+            refused = f"reload refused: {len(exc.errors)} config error(s), see the log"
+            return f"{refused}; still {_running(self.config)}"
+        redact_also(config_secrets(config))
         if config.daemon.state_dir != self.config.daemon.state_dir:
             log.warning("daemon.state_dir changed: takes effect at the next restart")
-        self.engine.reconfigure(config.rules, engine_settings(config))
+        self.engine.reconfigure(with_self_rules(config), engine_settings(config))
         self.comms.settings = comms_settings(config)
         self.dispatcher.apprise_targets = apprise_targets(self.comms.settings)
         self.dispatcher.channel = build_channel(config)
         # Routes are rebuilt; [helpdesk] itself (and the state directory) need a restart.
         self.dispatcher.routes = self.sync.sync.routes = build_routes(config)
         self.dispatcher.renderer = Renderer(config.daemon.templates_dir or None)
+        self.api.settings = config.api  # a new token takes effect with the reload
         self.scheduler.replace(build_jobs(config))
         self.metrics.samples.forget(p.name for p in config.probes)
         self.config = config
         log.info(
             "configuration reloaded: %d probes, %d rules", len(config.probes), len(config.rules)
         )
+        return _running(config)
 
     def shutdown(self) -> None:
         """Stop probing, evaluate what was already sampled, deliver what is due, close the DB."""
+        notify("STOPPING=1", "STATUS=shutting down")
         log.info("shutting down")
         self.scheduler.shutdown()
         self.sync.stop()

@@ -11,6 +11,9 @@ Messages (`email.send`, `apprise.send`) are rendered from the row's payload: a u
 (`"kind"` and `"language"` given) with `render_notice`, any other template (the help desk's
 messages, `"escalation"`) with `render_message`. A message of an incident waits for its ticket
 so that it can name the number; a maintenance notice has no incident and waits for nothing.
+A row's `"wait_for_ticket"` bounds that wait: false sends at once (forewarn's alerts about
+itself, which must not depend on a help desk that may be what failed), a number of seconds
+waits that long at most, and then the message goes without the number.
 An `apprise.send` row names its target by id (`notifiers.apprise_channel.target_id`), never
 by URL: the URL carries a token and the state file must not. `apprise_targets` maps the ids of
 the configured URLs back to them; the daemon replaces it on reload.
@@ -180,11 +183,19 @@ class Dispatcher:
             self._record_attempt(row)
             found = backend.create(draft)
             log.info("ticket %s created for incident %s", found.number, row.incident_id)
+            self._observe_fault_to_ticket(context)
         else:
             log.info(
                 "ticket %s found by its marker (a replica's, or an unknown outcome's)", found.number
             )
         self._done(row, found, _kind(backend))
+
+    def _observe_fault_to_ticket(self, context: Mapping[str, Any]) -> None:
+        """From the first failing sample of the incident's alerts to now, its ticket's birth."""
+        since = [a["since"] for a in context["alerts"] if isinstance(a.get("since"), float | int)]
+        fault = min(since, default=context["incident"].get("opened_at"))
+        if isinstance(fault, float | int):
+            self.metrics.fault_to_ticket.observe(max(0.0, self.clock() - fault))
 
     def backend_for(self, incident_id: int | None) -> TicketBackend:
         """The help desk of the incident's route (chosen when it opened by `[[route]]`)."""
@@ -240,16 +251,25 @@ class Dispatcher:
         return op
 
     def _ticket_or_defer(self, row: st.OutboxRow) -> st.TicketRef | None:
-        """The incident's ticket; defer while its creation is still pending in the outbox."""
+        """The incident's ticket; defer while its creation is still pending in the outbox,
+        unless the row has waited as long as its payload's `wait_for_ticket` allows."""
         if row.incident_id is None:
             return None
         ticket = self.store.ticket_for(row.incident_id)
         if ticket is not None:
             return ticket
         create = self.store.pending_create(row.incident_id)
-        if create is not None and create["status"] == "pending":
+        if create is not None and create["status"] == "pending" and self._may_wait(row):
             raise _Deferred()
         return None
+
+    def _may_wait(self, row: st.OutboxRow) -> bool:
+        """`wait_for_ticket`: true or absent waits for ever, false not at all, a number that
+        many seconds from the row's creation; then the message goes without a ticket number."""
+        wait = row.payload.get("wait_for_ticket", True)
+        if isinstance(wait, bool):
+            return wait
+        return self.clock() < row.created_at + float(wait)
 
     # --- e-mail --------------------------------------------------------------------------
 

@@ -6,32 +6,78 @@ because label sets differ per probe and series come and go (a mount point disapp
 
 from __future__ import annotations
 
+import logging
+import math
 import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from probes.base import Sample
 from rules.model import AlertState, Phase
 
+log = logging.getLogger(__name__)
+
 _INVALID = re.compile(r"[^a-zA-Z0-9_]")
 
 
 def metric_name(metric: str) -> str:
-    return "forewarn_" + _INVALID.sub("_", metric)
+    """The name a probe metric is exported under on /metrics."""
+    return "forewarn_" + export_of(metric).name
+
+
+@dataclass(frozen=True)
+class Export:
+    """How a probe metric whose own name breaks Prometheus' conventions is exported."""
+
+    name: str  # without the forewarn_ prefix
+    scale: float = 1.0  # the sampled value times this is in the exported name's unit
+
+
+# Rules keep the probes' names; only the export changes (promtool: base units, no _count).
+EXPORT_AS = {
+    "net_speed_bits_per_second": Export("net_speed_bytes_per_second", 1 / 8),
+    "smart_power_on_hours": Export("smart_power_on_seconds", 3600.0),
+    "process_count": Export("processes"),
+    "gpu_count": Export("gpus"),
+}
+# Suffixes and labels Prometheus keeps for histograms and summaries: a probe series named so
+# (scraped, or a PromQL result) is exported untyped, since forewarn does not know its type.
+_RESERVED_SUFFIXES = ("_count", "_sum", "_bucket")
+_RESERVED_LABELS = frozenset({"le", "quantile"})
+_UNITS = (  # name ending -> what a help text says of the value
+    ("_bytes_per_second", "in bytes per second"),
+    ("_per_second", "per second"),
+    ("_seconds", "in seconds"),
+    ("_bytes", "in bytes"),
+    ("_percent", "in percent (0-100)"),
+    ("_ratio", "a ratio (0-1)"),
+    ("_celsius", "in degrees Celsius"),
+    ("_rpm", "in revolutions per minute"),
+    ("_total", "a count that only grows (from 0 again when its source restarts)"),
+    ("_up", "1 when up, 0 when not"),
+)
 
 
 class SampleCollector(Collector):
-    """Exports the newest samples of every probe as gauges named `forewarn_<metric>`."""
+    """Exports the newest samples of every probe as `forewarn_<metric>`.
 
-    def __init__(self) -> None:
+    A metric named `*_total` is a counter (each probe that emits one counts since a start), every
+    other one a gauge; see `EXPORT_AS` and `export_of` for the few exported under another name.
+    A name the daemon's own metrics use (`taken`) is not exported twice: a scrape would fail.
+    """
+
+    def __init__(self, taken: Callable[[], Iterable[str]] = tuple) -> None:
         self._latest: dict[str, list[Sample]] = {}
         self._lock = threading.Lock()
+        self.taken = taken
+        self._warned: set[str] = set()
 
     def update(self, probe: str, samples: list[Sample]) -> None:
         with self._lock:
@@ -49,24 +95,58 @@ class SampleCollector(Collector):
         by_metric: dict[str, list[Sample]] = {}
         for sample in samples:
             by_metric.setdefault(sample.metric, []).append(sample)
+        taken = set(self.taken())
         for metric, group in sorted(by_metric.items()):
-            yield _family(metric, group)
+            family = _family(metric, group)
+            if family.name in taken or family.name + "_total" in taken:
+                self._warn_taken(metric, family.name)
+                continue
+            yield family
+
+    def _warn_taken(self, metric: str, name: str) -> None:
+        if name not in self._warned:
+            self._warned.add(name)
+            log.warning(
+                "probe metric %s is not exported: forewarn's own %s has its name", metric, name
+            )
 
 
-def _family(metric: str, samples: list[Sample]) -> GaugeMetricFamily:
+def export_of(metric: str) -> Export:
+    return EXPORT_AS.get(metric, Export(_INVALID.sub("_", metric)))
+
+
+def _family(metric: str, samples: list[Sample]) -> Metric:
+    export = export_of(metric)
     names = sorted({_INVALID.sub("_", k) for s in samples for k in s.labels})
-    family = GaugeMetricFamily(
-        metric_name(metric), f"Probe metric {metric}, as last sampled.", labels=names
-    )
+    kind = _kind(export.name, names)
+    # prometheus-client writes a counter's family name without _total, its series with it
+    family = Metric("forewarn_" + export.name.removesuffix("_total"), _help(metric, export), kind)
+    series = "forewarn_" + export.name
     seen: set[tuple[str, ...]] = set()
     for sample in samples:
         labels = {_INVALID.sub("_", k): v for k, v in sample.labels.items()}
         values = tuple(labels.get(n, "") for n in names)
         if values in seen:  # two samples for one series in a batch: keep the first
             continue
+        if kind == "counter" and math.isnan(sample.value):  # not read: no count to give
+            continue
         seen.add(values)
-        family.add_metric(list(values), sample.value)
+        value = sample.value * export.scale
+        family.add_sample(series, dict(zip(names, values, strict=True)), value)
     return family
+
+
+def _kind(name: str, labels: list[str]) -> str:
+    if name.endswith(_RESERVED_SUFFIXES) or _RESERVED_LABELS.intersection(labels):
+        return "unknown"
+    return "counter" if name.endswith("_total") else "gauge"
+
+
+def _help(metric: str, export: Export) -> str:
+    unit = next((u for end, u in _UNITS if export.name.endswith(end)), None)
+    what = unit or "no unit (a count, a state or a 0/1 flag)"
+    renamed = f" (exported as {export.name})" if export.name != _INVALID.sub("_", metric) else ""
+    return f"Probe metric {metric}{renamed} as last sampled, {what}."
 
 
 class Metrics:
@@ -74,15 +154,28 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.samples = SampleCollector()
+        self.samples = SampleCollector(lambda: _own_names(self.registry))
         self.registry.register(self.samples)
         r = self.registry
         self.probe_duration = Histogram(
             "forewarn_probe_duration_seconds",
-            "Time a probe run took.",
+            "Time a probe run took, in seconds (a run that hit its timeout counts its timeout).",
             ["probe", "kind"],
             registry=r,
-            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            # From a /proc read (milliseconds) to a slow smartctl or plugin (a minute).
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+        self.fault_to_ticket = Histogram(
+            "forewarn_fault_to_ticket_seconds",
+            "Time from an incident's first failing sample (its alert's active_since) to its"
+            " ticket created in the help desk, in seconds; one observation per created ticket.",
+            registry=r,
+            buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400),
+        )
+        self.state_dir_free = Gauge(
+            "forewarn_state_dir_free_ratio",
+            "Share of the state directory's file system still free for forewarn (0-1).",
+            registry=r,
         )
         self.probe_errors = Counter(
             "forewarn_probe_errors",
@@ -125,7 +218,7 @@ class Metrics:
         depth = Gauge("forewarn_outbox_depth", "Undelivered outbox rows.", registry=self.registry)
         age = Gauge(
             "forewarn_outbox_oldest_age_seconds",
-            "Age of the oldest undelivered outbox row.",
+            "Age of the oldest undelivered outbox row, in seconds (0 when none waits).",
             registry=self.registry,
         )
         dead = Gauge(
@@ -143,6 +236,11 @@ class Metrics:
             counts[alert.phase.value] += 1
         for phase, count in counts.items():
             self.alerts.labels(state=phase).set(count)
+
+
+def _own_names(registry: CollectorRegistry) -> list[str]:
+    """The series names of the registry's own metrics (the probe collector declares none)."""
+    return list(getattr(registry, "_names_to_collectors", {}))
 
 
 def serve(metrics: Metrics, listen: str) -> Any:

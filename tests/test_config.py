@@ -142,6 +142,9 @@ def test_default_rules_have_sensible_thresholds() -> None:
         "probe_failing": ("probe_up", "value == 0", 120, None, None, 0),
         "probe_stale": ("probe_stale", "value == 1", 0, None, None, 0),
         "delivery_failed": ("outbox_dead_recent", "value > 0", 0, None, None, 0),
+        "alertmanager": (
+            "alertmanager_alert", "value == 1", 0, 'labels.severity == "critical"', None, 0
+        ),
     }  # fmt: skip
     assert set(rules) == set(expected)
     for name, (metric, condition, for_seconds, critical, clear, hold) in expected.items():
@@ -940,7 +943,7 @@ def test_probe_stale_is_built_in() -> None:
     assert rule.summary == "Probe {{ labels.probe }} stopped reporting"
     assert "three of its intervals" in rule.description
     assert rule.condition({"value": 1.0}) and not rule.condition({"value": 0.0})
-    assert parse_config(RULE, "c.toml").rules[-2:] == BUILTIN_RULES
+    assert parse_config(RULE, "c.toml").rules[-len(BUILTIN_RULES) :] == BUILTIN_RULES
 
 
 def test_delivery_failed_is_built_in() -> None:
@@ -956,8 +959,8 @@ def test_delivery_failed_is_built_in() -> None:
 def test_probe_stale_can_be_overridden() -> None:
     text = RULE.replace('"r"', '"probe_stale"').replace('"m"', '"probe_stale"')
     text += 'severity = "critical"\nfor = "5m"\n'
-    rule, builtin = parse_config(text, "c.toml").rules
-    assert builtin is DELIVERY_FAILED_RULE
+    rule, *builtins = parse_config(text, "c.toml").rules
+    assert DELIVERY_FAILED_RULE in builtins and PROBE_STALE_RULE not in builtins
     assert (rule.name, rule.severity, rule.for_seconds) == ("probe_stale", Severity.CRITICAL, 300)
 
 
