@@ -29,6 +29,9 @@ from rules.silences import Matcher, MatchOp
 
 log = logging.getLogger(__name__)
 
+# Twins appear only when two replicas open a ticket at the same moment: look for one while the
+# ticket is young, not for ever (a marker search per open incident and pass).
+TWIN_WINDOW = 3600.0
 SILENCE_YEARS = 10  # "until someone re-arms it": `forewarn silences expire ID`
 
 
@@ -49,16 +52,68 @@ class HelpdeskSync:
         """Look at every open incident's ticket once; return how many decisions were taken."""
         taken = 0
         for row in self.store.query(
-            "SELECT i.*, t.external_id, t.number FROM incident i JOIN ticket t"
-            " ON t.incident_id = i.id WHERE i.status = 'open'"
+            "SELECT i.*, t.external_id, t.number, t.created_at AS ticket_created_at FROM"
+            " incident i JOIN ticket t ON t.incident_id = i.id WHERE i.status = 'open'"
         ):
-            info = self._read(self.routes.get(row["route"], self.backend), row["external_id"])
+            backend = self.routes.get(row["route"], self.backend)
+            if self._merge_twin(backend, row):
+                taken += 1
+                continue  # the row changed: read the adopted ticket at the next pass
+            info = self._read(backend, row["external_id"])
             if info is None:
                 continue
             for decision in sync(self._incident(row), _side(info)):
                 self._apply(row, decision, info)
                 taken += 1
         return taken
+
+    def _merge_twin(self, backend: TicketBackend, row: sqlite3.Row) -> bool:
+        """Two replicas that looked for the marker at the same instant both found nothing and
+        both opened a ticket. The help desk answers a marker search with the newest ticket:
+        the replica whose ticket is not that one closes its own as a duplicate and adopts
+        the newest, so both converge on one ticket within a sync interval."""
+        if self.clock() - row["ticket_created_at"] > TWIN_WINDOW:
+            return False
+        try:
+            newest = backend.find_by_marker(row["marker"])
+        except DeliveryError as exc:
+            log.warning("cannot look for a twin of ticket %s: %s", row["number"], exc)
+            return False
+        if not _is_twin(newest, row["external_id"]):
+            return False
+        assert newest is not None
+        text = (
+            f"Duplicate of ticket {newest.number}, opened at the same moment by another"
+            " forewarn replica for the same problem; the work goes on there."
+        )
+        try:
+            backend.resolve(row["external_id"], text)
+        except DeliveryError as exc:
+            log.warning("cannot close duplicate ticket %s: %s", row["number"], exc)
+            return False
+        self._adopt(row, newest)
+        return True
+
+    def _adopt(self, row: sqlite3.Row, newest: TicketInfo) -> None:
+        with self.store.transaction() as conn:
+            conn.execute(
+                "UPDATE ticket SET external_id = ?, number = ?, url = ? WHERE incident_id = ?",
+                (newest.external_id, newest.number, newest.url, row["id"]),
+            )
+            st.add_event(
+                conn,
+                row["id"],
+                self.clock(),
+                "ticket_merged",
+                closed=row["number"],
+                into=newest.number,
+            )
+        log.info(
+            "ticket %s was a twin of %s: closed it, %s is the incident's ticket now",
+            row["number"],
+            newest.number,
+            newest.number,
+        )
 
     def _read(self, backend: TicketBackend, external_id: str) -> TicketInfo | None:
         try:
@@ -88,6 +143,15 @@ class HelpdeskSync:
             elif isinstance(decision, ReopenTicket):
                 _reopen(conn, row, info, now)
         log.info("ticket %s: %s", row["number"], type(decision).__name__)
+
+
+def _is_twin(newest: TicketInfo | None, ours: str) -> bool:
+    """Another, still open ticket carries our marker and is the newest."""
+    return (
+        newest is not None
+        and newest.external_id != ours
+        and newest.status not in ("resolved", "rejected")
+    )
 
 
 def _side(info: TicketInfo) -> TicketSide:

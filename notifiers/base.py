@@ -58,7 +58,9 @@ class TicketBackend(Protocol):
     than 408/429, a missing queue or project), else the dispatcher retries with backoff.
     `find_by_marker` must search the help desk itself (not a local cache): it is what makes
     creation idempotent after an unknown outcome, and what lets two forewarn instances share
-    one ticket. `get` reads the human side back for the two-way sync.
+    one ticket. With several tickets carrying the marker it returns the newest: replicas that
+    opened twins at the same moment converge on that one (`monitor.sync`). `get` reads the
+    human side back for the two-way sync.
     """
 
     kind: ClassVar[str]
