@@ -28,17 +28,24 @@ def free_port() -> int:
 class HttpService:
     """`start()` / `stop()` a real server on a fixed loopback port; stopped means refused."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, handler: type[BaseHTTPRequestHandler] = _Handler
+    ) -> None:
         self.port = port or free_port()
+        self.handler = handler
         self._server: ThreadingHTTPServer | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
 
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
     def start(self) -> None:
         ThreadingHTTPServer.allow_reuse_address = True
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), _Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self.handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def stop(self) -> None:

@@ -23,6 +23,7 @@ import pytest
 import requests
 from comms_parts import Parts, wire
 from daemon_process import DaemonProcess, wait_until
+from http_service import HttpService
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_servers import (
     PROMETHEUS_NAMES,
@@ -514,27 +515,9 @@ class Capture(ThreadingHTTPServer):
         return copy.deepcopy(found[-1]) if found else None
 
 
-class Target:
+def scraped_target() -> HttpService:
     """A scraped service that can go down (connection refused) and come back on its port."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self._server: ThreadingHTTPServer | None = None
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        ThreadingHTTPServer.allow_reuse_address = True
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), _MetricsHandler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+    return HttpService(handler=_MetricsHandler)
 
 
 @dataclass
@@ -560,7 +543,7 @@ class Replica:
 
 @dataclass
 class Fleet:
-    target: Target
+    target: HttpService
     capture: Capture
     desk: RedmineServer
     replicas: dict[str, Replica]
@@ -633,7 +616,7 @@ def start_alertmanager(workdir: Path, config: dict[str, Any]) -> ServerProcess:
 
 
 def start_alerting_prometheus(
-    workdir: Path, target: Target, alertmanagers: list[ServerProcess]
+    workdir: Path, target: HttpService, alertmanagers: list[ServerProcess]
 ) -> ServerProcess:
     binary = find_binary(PROMETHEUS_NAMES, "prometheus")
     workdir.mkdir()
@@ -688,7 +671,7 @@ def fleet(
     token_file = workdir / "api-token"
     token_file.write_text(TOKEN)
     with ExitStack() as stack:
-        target, capture = Target(), Capture()
+        target, capture = scraped_target(), Capture()
         target.start()
         stack.callback(target.stop)
         stack.callback(capture.server_close)
