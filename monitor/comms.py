@@ -103,9 +103,13 @@ class Communicator:
         self.settings = settings
         self.metrics = metrics
         self._rule_of = rule_of
+        # Durations of past episodes by (column, value), read once per tick: in an alert
+        # storm many incidents of one rule share its history.
+        self._history: dict[tuple[str, str], list[float]] = {}
 
     def tick(self, now: float) -> int:
         """Decide and enqueue what is due; returns how many notices and steps were decided."""
+        self._history.clear()  # past durations change only between ticks
         with self.store.transaction() as conn:
             return (
                 self._incident_notices(conn, now)
@@ -186,9 +190,15 @@ class Communicator:
         return 1
 
     def _eta(self, conn: sqlite3.Connection, row: sqlite3.Row, now: float) -> Eta | None:
-        same_target = _durations(conn, "fingerprint", row["fingerprint"])
-        same_rule = _durations(conn, "rule", row["rule"])
+        same_target = self._durations(conn, "fingerprint", row["fingerprint"])
+        same_rule = self._durations(conn, "rule", row["rule"])
         return estimate(same_target, same_rule, row["opened_at"], now)
+
+    def _durations(self, conn: sqlite3.Connection, column: str, value: str) -> list[float]:
+        key = (column, value)
+        if key not in self._history:
+            self._history[key] = _durations(conn, column, value)
+        return self._history[key]
 
     def _notice_context(
         self,
@@ -353,15 +363,20 @@ class Communicator:
     def _ticket_updates(self, conn: sqlite3.Connection, now: float) -> int:
         every = float(self.settings.comms.notices.ticket_update_every)
         decided = 0
+        # One statement for every ticketed incident: this runs every tick.
         for row in conn.execute(
-            "SELECT i.* FROM incident i JOIN ticket t ON t.incident_id = i.id"
-            " WHERE i.status = 'open' AND i.muted = 0 AND i.parent_id IS NULL"
+            "SELECT i.*, (SELECT COUNT(*) FROM notice n WHERE n.incident_id = i.id"
+            " AND n.episode = i.episode AND n.audience = ?) AS updates,"
+            " (SELECT MAX(n.at) FROM notice n WHERE n.incident_id = i.id"
+            " AND n.episode = i.episode AND n.audience = ?) AS last_at"
+            " FROM incident i JOIN ticket t ON t.incident_id = i.id"
+            " WHERE i.status = 'open' AND i.muted = 0 AND i.parent_id IS NULL",
+            (TICKET, TICKET),
         ).fetchall():
-            subject = _subject(row["id"], row["episode"])
-            sent = _sent(conn, subject).get(TICKET, Sent())
-            if now < (sent.last_at or row["opened_at"]) + every:
+            if now < (row["last_at"] or row["opened_at"]) + every:
                 continue
-            notice = NoticeDue(NoticeKind.UPDATE, sent.updates + 1, "cadence", now + every)
+            subject = _subject(row["id"], row["episode"])
+            notice = NoticeDue(NoticeKind.UPDATE, row["updates"] + 1, "cadence", now + every)
             eta = self._eta(conn, row, now)
             if _record_notice(conn, subject, row["id"], row["episode"], TICKET, notice, eta, now):
                 context = self._still_open(conn, row, eta, now)

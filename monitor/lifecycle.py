@@ -140,7 +140,7 @@ class Lifecycle:
             self._ticket_op(
                 conn, incident_id, episode, "ticket.reopen", "ticket_reopened", context, now
             )
-            self._mails(conn, incident_id, episode, rule, "reopened", context, now)
+            self._mails(conn, incident_id, episode, "reopened", context, now)
             return
         self._ticket_op(
             conn,
@@ -152,7 +152,7 @@ class Lifecycle:
             now,
             delay=rule.group_wait,
         )
-        self._mails(conn, incident_id, episode, rule, "opened", context, now, delay=rule.group_wait)
+        self._mails(conn, incident_id, episode, "opened", context, now, delay=rule.group_wait)
 
     def _reopen(self, conn: sqlite3.Connection, change: Change) -> None:
         d, rule, alert = change.decision, change.rule, change.transition.alert
@@ -186,7 +186,7 @@ class Lifecycle:
         self._ticket_op(
             conn, d.incident_id, d.episode, "ticket.reopen", "ticket_reopened", context, d.at
         )
-        self._mails(conn, d.incident_id, d.episode, rule, "reopened", context, d.at)
+        self._mails(conn, d.incident_id, d.episode, "reopened", context, d.at)
 
     def release(self, conn: sqlite3.Connection, incident_id: int, now: float) -> None:
         """A mute ended while the incident's problem goes on: open its ticket now."""
@@ -215,33 +215,32 @@ class Lifecycle:
         self._comment(conn, change, d.incident_id, event_id, "ticket_update", "helpdesk_updated")
 
     def _joined(self, conn: sqlite3.Connection, change: Change) -> None:
-        d, alert = change.decision, change.transition.alert
+        d = change.decision
         assert isinstance(d, AlertJoined)
-        if not _upsert_member(conn, d.incident_id, change.rule, alert, d.at):
+        if not _upsert_member(conn, d.incident_id, change.rule, change.transition.alert, d.at):
             return  # the same alert again (a restart, a flap): nothing new to say
-        event_id = st.add_event(
-            conn,
-            d.incident_id,
-            d.at,
-            "alert_joined",
-            fingerprint=alert.fingerprint,
-            labels=alert.labels,
-        )
-        self._comment(conn, change, d.incident_id, event_id, "ticket_alert_joined", None)
+        self._member_changed(conn, change, d.incident_id, "alert_joined")
 
     def _left(self, conn: sqlite3.Connection, change: Change) -> None:
-        d, alert = change.decision, change.transition.alert
+        d = change.decision
         assert isinstance(d, AlertLeft)
-        _close_member(conn, d.incident_id, alert.fingerprint, d.at)
+        _close_member(conn, d.incident_id, change.transition.alert.fingerprint, d.at)
+        self._member_changed(conn, change, d.incident_id, "alert_left")
+
+    def _member_changed(
+        self, conn: sqlite3.Connection, change: Change, incident_id: int, kind: str
+    ) -> None:
+        """An alert joined or left a group: an event, and a comment `ticket_<kind>`."""
+        alert = change.transition.alert
         event_id = st.add_event(
             conn,
-            d.incident_id,
-            d.at,
-            "alert_left",
+            incident_id,
+            change.decision.at,
+            kind,
             fingerprint=alert.fingerprint,
             labels=alert.labels,
         )
-        self._comment(conn, change, d.incident_id, event_id, "ticket_alert_left", None)
+        self._comment(conn, change, incident_id, event_id, f"ticket_{kind}", None)
 
     def _intermittent(self, conn: sqlite3.Connection, change: Change) -> None:
         d = change.decision
@@ -298,15 +297,7 @@ class Lifecycle:
         d, rule = change.decision, change.rule
         assert isinstance(d, ResolveIncident)
         row = _incident(conn, d.incident_id)
-        conn.execute(
-            "UPDATE incident SET status='resolved', resolved_at=?, muted=0 WHERE id=?",
-            (d.at, d.incident_id),
-        )
-        conn.execute(
-            "UPDATE incident_alert SET status='resolved', until=? WHERE incident_id=?"
-            " AND status='firing'",
-            (d.at, d.incident_id),
-        )
+        st.mark_resolved(conn, d.incident_id, d.at)
         st.add_event(
             conn,
             d.incident_id,
@@ -340,7 +331,7 @@ class Lifecycle:
             conn, d.incident_id, episode, "ticket.resolve", "ticket_resolved", context, d.at
         )
         if change.mute is None:
-            self._mails(conn, d.incident_id, episode, change.rule, "resolved", context, d.at)
+            self._mails(conn, d.incident_id, episode, "resolved", context, d.at)
 
     def promote(self, conn: sqlite3.Connection, child: sqlite3.Row, now: float) -> None:
         """The root cause is gone for a while but this symptom goes on: it is a problem of its
@@ -427,7 +418,6 @@ class Lifecycle:
         conn: sqlite3.Connection,
         incident_id: int,
         episode: int,
-        rule: Rule,
         stage: str,
         context: dict[str, Any],
         now: float,

@@ -51,10 +51,10 @@ def resolve_by_hand(
             'when they recover; acknowledge it to stop escalation, or send "force": true'
         )
     with store.transaction() as conn:
-        if not _close(conn, incident_id, now):
-            raise Refused(f"incident {incident_id} is not open any more")
         if any(isinstance(d, Acknowledge) for d in decisions):
-            _acknowledge(conn, incident_id, who, now, source)
+            st.mark_acknowledged(conn, incident_id, who, now, source=source)
+        if not st.mark_resolved(conn, incident_id, now):
+            raise Refused(f"incident {incident_id} is not open any more")
         detail = {"by": who, "comment": comment, "source": source, "forced": firing > 0}
         lasted = max(0.0, now - row["opened_at"])
         event_id = st.add_event(conn, incident_id, now, "resolved", lasted=lasted, **detail)
@@ -68,30 +68,6 @@ def _open_incident(store: st.Store, incident_id: int) -> sqlite3.Row:
     if row["status"] != "open":
         raise Refused(f"incident {incident_id} is {row['status']} already")
     return row
-
-
-def _close(conn: sqlite3.Connection, incident_id: int, now: float) -> bool:
-    changed = conn.execute(
-        "UPDATE incident SET status = 'resolved', resolved_at = ?, muted = 0"
-        " WHERE id = ? AND status = 'open'",
-        (now, incident_id),
-    ).rowcount
-    conn.execute(
-        "UPDATE incident_alert SET status = 'resolved', until = ? WHERE incident_id = ?"
-        " AND status = 'firing'",
-        (now, incident_id),
-    )
-    return bool(changed)
-
-
-def _acknowledge(
-    conn: sqlite3.Connection, incident_id: int, who: str, now: float, source: str
-) -> None:
-    conn.execute(
-        "UPDATE incident SET acknowledged_at = ?, acknowledged_by = ? WHERE id = ?",
-        (now, who, incident_id),
-    )
-    st.add_event(conn, incident_id, now, "acknowledged", by=who, source=source)
 
 
 def _ticket_text(who: str, comment: str, firing: int) -> str:

@@ -472,17 +472,42 @@ def _outbox_from_row(row: sqlite3.Row) -> OutboxRow:
     )
 
 
+def mark_acknowledged(
+    conn: sqlite3.Connection, incident_id: int, owner: str, now: float, **detail: Any
+) -> int | None:
+    """Record that `owner` owns the open incident (escalation stops): the event's id, or None
+    when it is not open or someone acknowledged it already. `detail` goes into the event."""
+    changed = conn.execute(
+        "UPDATE incident SET acknowledged_at = ?, acknowledged_by = ?"
+        " WHERE id = ? AND status = 'open' AND acknowledged_at IS NULL",
+        (now, owner, incident_id),
+    ).rowcount
+    if not changed:
+        return None
+    return add_event(conn, incident_id, now, "acknowledged", **({"by": owner} | detail))
+
+
+def mark_resolved(conn: sqlite3.Connection, incident_id: int, now: float) -> bool:
+    """The incident and its firing alerts resolved at `now`; False when it was not open."""
+    changed = conn.execute(
+        "UPDATE incident SET status = 'resolved', resolved_at = ?, muted = 0"
+        " WHERE id = ? AND status = 'open'",
+        (now, incident_id),
+    ).rowcount
+    conn.execute(
+        "UPDATE incident_alert SET status = 'resolved', until = ? WHERE incident_id = ?"
+        " AND status = 'firing'",
+        (now, incident_id),
+    )
+    return bool(changed)
+
+
 def acknowledge(store: Store, incident_id: int, who: str, comment: str, now: float) -> bool:
     """A human owns the incident: record it, and say so on the ticket. False if not open."""
     with store.transaction() as conn:
-        changed = conn.execute(
-            "UPDATE incident SET acknowledged_at = ?, acknowledged_by = ?"
-            " WHERE id = ? AND status = 'open' AND acknowledged_at IS NULL",
-            (now, who, incident_id),
-        ).rowcount
-        if not changed:
+        event_id = mark_acknowledged(conn, incident_id, who, now, comment=comment)
+        if event_id is None:
             return False
-        event_id = add_event(conn, incident_id, now, "acknowledged", by=who, comment=comment)
         text = f"Acknowledged by {who}." + (f"\n\n{comment}" if comment else "")
         enqueue(
             conn,

@@ -135,10 +135,10 @@ class HelpdeskSync:
     def _apply(self, row: sqlite3.Row, decision: SyncDecision, info: TicketInfo) -> None:
         now = self.clock()
         with self.store.transaction() as conn:
-            if isinstance(decision, Acknowledge):
-                _acknowledge(conn, row["id"], decision.by, now)
-            elif isinstance(decision, SilenceTarget):
-                _acknowledge(conn, row["id"], decision.by, now)
+            if isinstance(decision, Acknowledge | SilenceTarget):
+                owner = f"{decision.by} (help desk)"
+                st.mark_acknowledged(conn, row["id"], owner, now, by=decision.by, source="helpdesk")
+            if isinstance(decision, SilenceTarget):
                 _silence_target(conn, row, decision.by, now)
             elif isinstance(decision, ReopenTicket):
                 _reopen(conn, row, info, now)
@@ -156,16 +156,6 @@ def _is_twin(newest: TicketInfo | None, ours: str) -> bool:
 
 def _side(info: TicketInfo) -> TicketSide:
     return TicketSide(info.status, info.owner, info.human_touched)
-
-
-def _acknowledge(conn: sqlite3.Connection, incident_id: int, by: str, now: float) -> None:
-    changed = conn.execute(
-        "UPDATE incident SET acknowledged_at = ?, acknowledged_by = ?"
-        " WHERE id = ? AND acknowledged_at IS NULL",
-        (now, f"{by} (help desk)", incident_id),
-    ).rowcount
-    if changed:
-        st.add_event(conn, incident_id, now, "acknowledged", by=by, source="helpdesk")
 
 
 def _silence_target(conn: sqlite3.Connection, row: sqlite3.Row, by: str, now: float) -> None:

@@ -1,23 +1,26 @@
-"""Two replicas that opened a ticket for the same problem at the same instant converge on one.
+"""Two replicas that opened a ticket for the same problem at the same instant converge on one,
+in a real Redmine (see redmine_server).
 
-The race itself is injected: a help desk in memory (answering a marker search with the newest
-ticket, as Redmine and RT do here) receives a second ticket with our marker, as the other
-replica would have opened it. Everything else is real: engine, state store, dispatcher, sync.
+The race is injected: replica B's marker search, made in the same instant as A's create, does
+not see A's ticket (the one window the search before create cannot close). Everything else
+is real: both replicas' engines, state stores, dispatchers and help-desk syncs, and Redmine.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from comms_parts import HEAD, wire
+from comms_parts import HEAD, Parts, wire
+from redmine_server import RedmineServer, redmine_server  # noqa: F401
 
 from monitor.config import parse_config
 from monitor.dispatcher import Dispatcher
 from monitor.sync import TWIN_WINDOW, HelpdeskSync
-from notifiers.base import TicketDraft, TicketInfo
+from notifiers.redmine import RedmineTickets
 from notifiers.render import Renderer
 from probes.base import Sample
 
@@ -39,89 +42,69 @@ condition = "value == 0"
 )
 
 
-class SharedHelpdesk:
-    """Tickets in memory; `find_by_marker` returns the newest, like the real backends."""
+@dataclass
+class Replica:
+    parts: Parts
+    backend: RedmineTickets
+    dispatcher: Dispatcher
+    sync: HelpdeskSync
 
-    kind = "shared"
+    def ticket(self) -> tuple[str, str]:
+        [row] = self.parts.store.query("SELECT external_id, number FROM ticket")
+        return row["external_id"], row["number"]
 
-    def __init__(self) -> None:
-        self.tickets: dict[str, TicketInfo] = {}
-        self.markers: dict[str, str] = {}
-        self.comments: dict[str, list[str]] = {}
 
-    def create(self, draft: TicketDraft) -> TicketInfo:
-        external_id = str(len(self.tickets) + 1)
-        info = TicketInfo(external_id, f"#{external_id}", "new")
-        self.tickets[external_id], self.markers[external_id] = info, draft.marker
-        return info
-
-    def find_by_marker(self, marker: str) -> TicketInfo | None:
-        ids = [i for i, m in self.markers.items() if m == marker]
-        return self.tickets[max(ids, key=int)] if ids else None
-
-    def comment(self, external_id: str, text: str) -> None:
-        self.comments.setdefault(external_id, []).append(text)
-
-    def resolve(self, external_id: str, text: str) -> None:
-        self.comment(external_id, text)
-        self.tickets[external_id] = dataclasses.replace(
-            self.tickets[external_id], status="resolved"
-        )
-
-    def reopen(self, external_id: str, text: str) -> None:
-        self.comment(external_id, text)
-
-    def get(self, external_id: str) -> TicketInfo | None:
-        return self.tickets.get(external_id)
+def replica(state: Path, server: RedmineServer, url: str) -> Replica:
+    parts = wire(parse_config(CONFIG.format(state=state), "c.toml"))
+    options = RedmineTickets.Options(
+        url=server.url, api_key=server.admin_key, project=server.project, timeout=10.0
+    )
+    backend = RedmineTickets(options)
+    clock = lambda: T0  # noqa: E731
+    dispatcher = Dispatcher(parts.store, backend, None, Renderer(), parts.metrics, clock=clock)
+    sample = Sample("http_up", 0.0, T0, {"url": url, "probe": "web"})
+    parts.engine.process([sample], T0)
+    return Replica(parts, backend, dispatcher, HelpdeskSync(parts.store, backend, clock=clock))
 
 
 @pytest.fixture
-def setup(tmp_path: Path) -> Iterator[tuple[SharedHelpdesk, HelpdeskSync, object]]:
-    parts = wire(parse_config(CONFIG.format(state=tmp_path / "state"), "c.toml"))
-    helpdesk = SharedHelpdesk()
-    clock = [T0]
-    dispatcher = Dispatcher(
-        parts.store, helpdesk, None, Renderer(), parts.metrics, clock=lambda: clock[0]
-    )
-    sample = Sample("http_up", 0.0, T0, {"url": "http://intranet/", "probe": "web"})
-    parts.engine.process([sample], T0)
-    dispatcher.run_once()  # our ticket, #1
-    yield helpdesk, HelpdeskSync(parts.store, helpdesk, clock=lambda: clock[0]), parts.store
-    parts.store.close()
+def twins(
+    tmp_path: Path,
+    redmine_server: RedmineServer,  # noqa: F811  (the imported fixture)
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[tuple[Replica, Replica]]:
+    url = f"http://intranet/{uuid.uuid4().hex}"  # a problem (a marker) of this test alone
+    a = replica(tmp_path / "a", redmine_server, url)
+    b = replica(tmp_path / "b", redmine_server, url)
+    a.dispatcher.run_once()  # A opens its ticket...
+    with monkeypatch.context() as race:  # ...while B's search, a moment earlier, saw nothing
+        race.setattr(b.backend, "find_by_marker", lambda marker: None)
+        b.dispatcher.run_once()
+    assert a.ticket() != b.ticket(), "the injected race should have opened twin tickets"
+    yield a, b
+    a.parts.store.close()
+    b.parts.store.close()
 
 
-def test_the_older_twin_is_closed_and_the_newest_adopted(setup: tuple) -> None:
-    helpdesk, sync, store = setup
-    [marker] = set(helpdesk.markers.values())
-    helpdesk.create(TicketDraft(marker=marker, subject="twin", body=""))  # the other replica's
+def test_twins_converge_on_the_newest_ticket(twins: tuple[Replica, Replica]) -> None:
+    a, b = twins
+    older, newer = a.ticket(), b.ticket()
 
-    assert sync.run_once() == 1
-    [ticket] = store.query("SELECT number, external_id FROM ticket")
-    assert (ticket["number"], ticket["external_id"]) == ("#2", "2")
-    assert helpdesk.tickets["1"].status == "resolved"
-    assert "Duplicate of ticket #2" in helpdesk.comments["1"][0]
-    assert helpdesk.tickets["2"].status == "new"
-    events = [r["kind"] for r in store.query("SELECT kind FROM event ORDER BY id")]
+    assert b.sync.run_once() == 0  # B holds the newest: it keeps it
+    assert a.sync.run_once() == 1  # A closes its twin and adopts B's
+    assert a.ticket() == b.ticket() == newer
+    closed = a.backend.get(older[0])
+    assert closed is not None and closed.status == "resolved"
+    kept = a.backend.get(newer[0])
+    assert kept is not None and kept.status == "new"
+    events = [r["kind"] for r in a.parts.store.query("SELECT kind FROM event ORDER BY id")]
     assert "ticket_merged" in events
-    assert sync.run_once() == 0  # converged: the newest is ours now
+    assert a.sync.run_once() == 0 and b.sync.run_once() == 0  # converged
 
 
-def test_the_newest_twin_keeps_its_ticket(setup: tuple) -> None:
-    helpdesk, sync, store = setup
-    [marker] = set(helpdesk.markers.values())
-    # The other replica's twin is older: it will adopt ours; we change nothing.
-    helpdesk.markers["0"] = marker
-    helpdesk.tickets["0"] = TicketInfo("0", "#0", "new")
-    assert sync.run_once() == 0
-    [ticket] = store.query("SELECT number FROM ticket")
-    assert ticket["number"] == "#1" and helpdesk.tickets["1"].status == "new"
-
-
-def test_old_tickets_are_not_searched_again(setup: tuple) -> None:
-    helpdesk, sync, store = setup
-    [marker] = set(helpdesk.markers.values())
-    helpdesk.create(TicketDraft(marker=marker, subject="twin", body=""))
-    sync.clock = lambda: T0 + TWIN_WINDOW + 1
-    sync.run_once()
-    [ticket] = store.query("SELECT number FROM ticket")
-    assert ticket["number"] == "#1"
+def test_old_tickets_are_not_searched_for_twins(twins: tuple[Replica, Replica]) -> None:
+    a, _b = twins
+    older = a.ticket()
+    a.sync.clock = lambda: T0 + TWIN_WINDOW + 1
+    a.sync.run_once()
+    assert a.ticket() == older
