@@ -51,6 +51,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from probes._text import first_line
 from probes.base import Duration, Sample
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,6 @@ ESTERROR = "clock_esterror_seconds"
 
 SOURCES = ("auto", "adjtimex", "chrony", "timedatectl")
 DEFAULT_COMMAND_TIMEOUT = Duration(5)
-MAX_ERROR_CHARS = 200
 CLEAN_ENVIRONMENT = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LC_ALL": "C"}
 
 # <sys/timex.h>
@@ -181,11 +181,6 @@ def read_adjtimex() -> Reading:
 # --- commands --------------------------------------------------------------------------------
 
 
-def _first_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0][:MAX_ERROR_CHARS] if lines else ""
-
-
 def run_command(argv: list[str], timeout: float) -> str:
     """The command's standard output. Raises SourceFailed with a short reason."""
     try:
@@ -200,7 +195,7 @@ def run_command(argv: list[str], timeout: float) -> str:
     except OSError as exc:
         raise SourceFailed(f"cannot run {argv[0]}: {exc.strerror or exc}") from None
     if done.returncode != 0:
-        said = _first_line(done.stdout) or _first_line(done.stderr) or "no output"
+        said = first_line(done.stdout) or first_line(done.stderr) or "no output"
         raise SourceFailed(f"{argv[0]} failed (exit status {done.returncode}): {said}")
     return done.stdout
 
@@ -209,7 +204,7 @@ def parse_chrony_tracking(text: str) -> Reading:
     """`chronyc -c tracking`: reference id, name, stratum, reference time, system time,
     last offset, RMS offset, frequency, residual frequency, skew, root delay, root
     dispersion, update interval, leap status."""
-    fields = _first_line(text).split(",")
+    fields = first_line(text).split(",")
     if len(fields) != CHRONY_FIELDS:
         raise SourceFailed(f"chronyc printed {len(fields)} fields, not {CHRONY_FIELDS}")
     try:

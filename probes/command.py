@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from probes._perfdata import Perfdata, PluginOutput, split_output
+from probes._text import MAX_ERROR_CHARS
 from probes.base import Duration, Sample
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,6 @@ PLUGIN_DIRS = (
     "/usr/local/nagios/libexec",
 )
 MAX_OUTPUT_BYTES = 64 * 1024
-MAX_ERROR_CHARS = 200
 POLL_SECONDS = 0.05  # how often to look for the plugin's exit where pidfds are missing
 REAP_SECONDS = 0.5  # a killed process in uninterruptible sleep is left to the kernel after this
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -5,23 +5,22 @@ Each probe keeps its own previous `psutil.cpu_times()` instead of calling
 caller in the process (a second cpu probe or a diagnostic snapshot would reset it).
 
 The baseline is taken when the probe is built, so the first `collect` reports the usage
-since then. A window shorter than `MIN_WINDOW_SECONDS` (a first call right after the probe
-was built, as `forewarn check` does) is a clock tick or two, which reads as 0 or 100 %:
-`collect` then waits for the rest of the window. Should no CPU time have passed at all,
-the average since boot is reported instead of a meaningless 0.
+since then. A window shorter than `probes._window.MIN_WINDOW_SECONDS` (a first call right
+after the probe was built, as `forewarn check` does) is a clock tick or two, which reads as
+0 or 100 %: `collect` then waits for the rest of the window. Should no CPU time have passed
+at all, the average since boot is reported instead of a meaningless 0.
 """
 
-import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import psutil
 
+from probes._window import Baseline
 from probes.base import Sample
 
 CPU_USAGE = "cpu_usage_percent"
 CPU_IOWAIT = "cpu_iowait_percent"
-MIN_WINDOW_SECONDS = 0.25
 
 CpuTimes = Any  # psutil's platform-specific `scputimes` named tuple
 
@@ -76,27 +75,20 @@ class CpuProbe:
     def __init__(self, name: str, options: Options) -> None:
         self.name = name
         self.options = options
-        self._previous: CpuTimes = psutil.cpu_times()
+        self._baseline: Baseline[CpuTimes] = Baseline(psutil.cpu_times())
         self._previous_per_cpu: list[CpuTimes] = psutil.cpu_times(percpu=True)
-        self._previous_at = time.monotonic()
 
     def collect(self, now: float) -> list[Sample]:
-        self._wait_for_full_window()
+        self._baseline.wait_for_full_window()
         current = psutil.cpu_times()
-        samples = [Sample(CPU_USAGE, usage_percent(self._previous, current), now)]
-        iowait = iowait_percent(self._previous, current)
+        previous, _seconds = self._baseline.advance(current)
+        samples = [Sample(CPU_USAGE, usage_percent(previous, current), now)]
+        iowait = iowait_percent(previous, current)
         if iowait is not None:
             samples.append(Sample(CPU_IOWAIT, iowait, now))
-        self._previous = current
         if self.options.per_cpu:
             samples.extend(self._collect_per_cpu(now))
         return samples
-
-    def _wait_for_full_window(self) -> None:
-        short_by = MIN_WINDOW_SECONDS - (time.monotonic() - self._previous_at)
-        if short_by > 0:
-            time.sleep(short_by)
-        self._previous_at = time.monotonic()
 
     def _collect_per_cpu(self, now: float) -> list[Sample]:
         current = psutil.cpu_times(percpu=True)

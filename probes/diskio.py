@@ -3,10 +3,11 @@ requests wait, and the I/O errors the kernel counted for it.
 
 Figures come from `psutil.disk_io_counters(perdisk=True)` (the kernel's `/proc/diskstats`)
 and cover the time since the previous collection. The baseline is taken when the probe is
-built, so the first `collect` already reports; a window shorter than `MIN_WINDOW_SECONDS`
-(a check right after the probe was built) is waited out, because busy time is counted in
-whole milliseconds. A device seen for the first time, or whose counters went backwards (it
-was removed and added again), only gets its baseline on that call: no rates until the next.
+built, so the first `collect` already reports; a window shorter than
+`probes._window.MIN_WINDOW_SECONDS` (a check right after the probe was built) is waited
+out, because busy time is counted in whole milliseconds. A device seen for the first time,
+or whose counters went backwards (it was removed and added again), only gets its baseline
+on that call: no rates until the next.
 
 Options:
 - `devices`: watch exactly these kernel names (`sda`, `nvme0n1`, `dm-0`, also a partition
@@ -43,13 +44,13 @@ Example:
 import fnmatch
 import logging
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import psutil
 
+from probes._window import Baseline
 from probes.base import Sample
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,6 @@ READ_AWAIT = "diskio_read_await_seconds"
 WRITE_AWAIT = "diskio_write_await_seconds"
 ERRORS = "diskio_errors_total"
 
-MIN_WINDOW_SECONDS = 0.25
 SYSFS = Path("/sys")
 # After node_exporter's default: RAM disks, compressed RAM swap, loop images, floppies.
 NOT_DISKS = ("ram*", "zram*", "loop*", "fd*")
@@ -156,19 +156,16 @@ class DiskioProbe:
         self.name = name
         self.options = options
         self.sysfs = sysfs
-        self._previous: dict[str, Counters] = self._safe_read()
-        self._previous_at = time.monotonic()
+        self._baseline = Baseline(self._safe_read())
 
     def collect(self, now: float) -> list[Sample]:
-        self._wait_for_full_window()
+        self._baseline.wait_for_full_window()
         try:
             current = _read_counters()
         except (OSError, RuntimeError, NotImplementedError) as exc:
             log.debug("disk counters unreadable: %s", exc)
             return [self._error("", f"cannot read disk counters: {exc}", now)]
-        read_at = time.monotonic()
-        seconds = read_at - self._previous_at
-        previous, self._previous, self._previous_at = self._previous, current, read_at
+        previous, seconds = self._baseline.advance(current)
         samples: list[Sample] = []
         for device in self._watched(current):
             if device not in current:
@@ -183,11 +180,6 @@ class DiskioProbe:
             return _read_counters()
         except (OSError, RuntimeError, NotImplementedError):
             return {}  # collect reports it
-
-    def _wait_for_full_window(self) -> None:
-        short_by = MIN_WINDOW_SECONDS - (time.monotonic() - self._previous_at)
-        if short_by > 0:
-            time.sleep(short_by)
 
     def _watched(self, current: dict[str, Counters]) -> list[str]:
         if self.options.devices:

@@ -68,7 +68,9 @@ from http.client import IncompleteRead, RemoteDisconnected
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
+from probes._text import UNPRINTABLE, first_line
 from probes.base import Duration, Sample
+from probes.tcp import ssl_reason
 
 if TYPE_CHECKING:
     import requests
@@ -84,12 +86,10 @@ DEFAULT_TIMEOUT = Duration(10)
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 CHUNK_BYTES = 64 * 1024
-MAX_ERROR_CHARS = 200
 MAX_EXCERPT_CHARS = 60  # of an untrusted body, quoted in an error
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_MAX_REDIRECTS = 10
 _JSON_PATH_PART = re.compile(r"([^\[\]]*)((?:\[-?\d+\])*)")
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
 
 
 class DeadlinePassed(Exception):
@@ -125,7 +125,7 @@ def redacted_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
-def _check_url(url: str) -> None:
+def check_url(url: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("url must start with http:// or https:// and name a host")
@@ -145,25 +145,12 @@ def _causes(exc: BaseException) -> list[BaseException]:
     return chain
 
 
-def _clean_ssl_message(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
-        return f"certificate verify failed: {exc.verify_message}"
-    # "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)" -> the readable part
-    text = re.sub(r"^\[[^\]]*\]\s*|\s*\(_ssl\.c:\d+\)$", "", str(exc))
-    return text or type(exc).__name__
-
-
 def _is_timeout(exc: BaseException) -> bool:
     import requests
     from urllib3.exceptions import ReadTimeoutError
 
     timeouts = (TimeoutError, requests.Timeout, ReadTimeoutError, DeadlinePassed)
     return isinstance(exc, timeouts)
-
-
-def _short(text: str) -> str:
-    first_line = text.strip().splitlines()[0] if text.strip() else ""
-    return first_line[:MAX_ERROR_CHARS]
 
 
 def _connection_reason(causes: list[BaseException]) -> str | None:
@@ -188,20 +175,21 @@ def describe_failure(exc: BaseException, timeout: float) -> str:
     causes = _causes(exc)
     for cause in causes:
         if isinstance(cause, ssl.SSLError):
-            return f"TLS error: {_short(_clean_ssl_message(cause))}"
+            return f"TLS error: {first_line(ssl_reason(cause))}"
     if isinstance(exc, requests.exceptions.SSLError):
-        return f"TLS error: {_short(_clean_ssl_message(causes[-1]))}"
+        return f"TLS error: {first_line(ssl_reason(causes[-1]))}"
     if isinstance(exc, requests.exceptions.ProxyError):
-        return f"proxy error: {_connection_reason(causes) or _short(str(causes[-1]))}"
+        return f"proxy error: {_connection_reason(causes) or first_line(str(causes[-1]))}"
     if any(_is_timeout(cause) for cause in causes):
         return f"timed out after {timeout:g}s"
     if isinstance(exc, requests.TooManyRedirects):
         return "too many redirects"
     reason = _connection_reason(causes)
-    return reason or _short(f"{type(causes[-1]).__name__}: {causes[-1]}")
+    return reason or first_line(f"{type(causes[-1]).__name__}: {causes[-1]}")
 
 
-def _failures() -> tuple[type[BaseException], ...]:
+def request_failures() -> tuple[type[BaseException], ...]:
+    """What a request through `requests` may raise that `describe_failure` explains."""
     import requests
     import urllib3
 
@@ -209,6 +197,16 @@ def _failures() -> tuple[type[BaseException], ...]:
         requests.RequestException, urllib3.exceptions.HTTPError, OSError, DeadlinePassed,
         MissingFile,
     )  # fmt: skip
+
+
+def new_session(bearer_token: str | None = None) -> "requests.Session":
+    import requests
+
+    session = requests.Session()
+    session.headers["User-Agent"] = "forewarn"
+    if bearer_token:
+        session.headers["Authorization"] = f"Bearer {bearer_token}"
+    return session
 
 
 def _read_body(raw: Any, deadline: float, keep: int) -> tuple[bytes, bool]:
@@ -274,7 +272,7 @@ def json_number(value: Any) -> float:
 
 def excerpt(text: str) -> str:
     """Untrusted text made safe to quote: printable, one line, short, in quotes."""
-    flat = _UNPRINTABLE.sub("\ufffd", " ".join(text.split()))  # whitespace first: one line
+    flat = UNPRINTABLE.sub("\ufffd", " ".join(text.split()))  # whitespace first: one line
     if len(flat) > MAX_EXCERPT_CHARS:
         flat = flat[: MAX_EXCERPT_CHARS - 1] + "…"
     return json.dumps(flat, ensure_ascii=False)
@@ -304,7 +302,7 @@ def check_json(body: bytes, longer: bool, path: str, expect: str | None) -> Json
         document = json.loads(body)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         cut = f" (only its first {len(body)} bytes are read)" if longer else ""
-        return JsonCheck(False, error=f"body is not JSON{cut}: {_short(str(exc))}")
+        return JsonCheck(False, error=f"body is not JSON{cut}: {first_line(str(exc))}")
     found, value = json_lookup(document, parse_json_path(path))
     if not found:
         return JsonCheck(False, error=f"json_path {path} not found in the body")
@@ -400,7 +398,7 @@ class HttpProbe:
         max_redirects: int = DEFAULT_MAX_REDIRECTS
 
         def __post_init__(self) -> None:
-            _check_url(self.url)
+            check_url(self.url)
             if self.method.upper() not in METHODS:
                 raise ValueError(f"method must be one of {', '.join(METHODS)}")
             bad = [code for code in self.expect_status if not 100 <= code <= 599]
@@ -416,7 +414,6 @@ class HttpProbe:
             _check_tls_options(self)
 
     def __init__(self, name: str, options: Options) -> None:
-        import requests
         import urllib3
 
         self.name = name
@@ -425,8 +422,7 @@ class HttpProbe:
         self._expected = set(options.expect_status) or set(range(200, 400))
         self._body_regex = re.compile(options.body_regex) if options.body_regex else None
         self._keep = options.max_body_bytes if self._checks_body else 0
-        self._session: requests.Session = requests.Session()
-        self._session.headers["User-Agent"] = "forewarn"
+        self._session = new_session()
         self._session.max_redirects = options.max_redirects
         if options.proxy is not None:
             # The config chose the proxy: the environment's HTTPS_PROXY / NO_PROXY must not.
@@ -496,7 +492,7 @@ class HttpProbe:
                 status, redirects = response.status_code, float(len(response.history))
                 content_type = response.headers.get("Content-Type")
                 body, longer = _read_body(response.raw, deadline, self._keep)
-        except _failures() as exc:
+        except request_failures() as exc:
             error = describe_failure(exc, self.options.timeout)
             return Exchange(status, redirects, error=error)
         finally:

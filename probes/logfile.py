@@ -75,6 +75,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
+from probes._text import UNPRINTABLE
 from probes.base import Emit, Sample
 
 log = logging.getLogger(__name__)
@@ -91,13 +92,11 @@ WATCH_POLL_SECONDS = 0.2
 SAVE_EVERY_SECONDS = 5.0  # how stale a saved cursor without new matches may get
 MAX_EXCERPT_CHARS = 200
 DEFAULT_MAX_LINE_BYTES = 64 * 1024
-# Control characters, and invisible or reordering ones that could disguise a quoted line.
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
 
 
 def excerpt(line: str) -> str:
     """An untrusted line made safe to quote: one line, printable, short."""
-    text = _UNPRINTABLE.sub("\ufffd", line.strip().replace("\t", " "))
+    text = UNPRINTABLE.sub("\ufffd", line.strip().replace("\t", " "))
     if len(text) > MAX_EXCERPT_CHARS:
         text = text[: MAX_EXCERPT_CHARS - 1] + "…"
     return text
@@ -205,11 +204,11 @@ def read_lines(
 class Follower:
     """The followed file: open, positioned at the cursor, reopened across rotations."""
 
-    def __init__(self, path: str, max_line_bytes: int) -> None:
+    def __init__(self, path: str, max_line_bytes: int, from_start: bool) -> None:
         self.path = path
         self.max_line_bytes = max_line_bytes
+        self.from_start = from_start  # where the very first look starts reading
         self.cursor: Cursor | None = None  # None: never looked, no saved cursor
-        self.from_start = False
         self._file: IO[bytes] | None = None
 
     def read(self) -> tuple[Chunk, str | None]:
@@ -340,8 +339,7 @@ class LogfileProbe:
         self.name = name
         self.options = options
         self._patterns = [(p, re.compile(p)) for p in options.patterns]
-        self._follower = Follower(options.path, options.max_line_bytes)
-        self._follower.from_start = options.from_start
+        self._follower = Follower(options.path, options.max_line_bytes, options.from_start)
         self._totals = dict.fromkeys(options.patterns, 0)
         self._lock = threading.Lock()  # scheduled runs and the watcher share the cursor
         self._state_file: Path | None = None

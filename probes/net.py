@@ -2,9 +2,9 @@
 
 State and speed come from `psutil.net_if_stats()`, counters from
 `psutil.net_io_counters(pernic=True)` (the kernel's `/proc/net/dev`). Rates cover the time
-since the previous collection; the baseline is taken when the probe is built, and a window
-shorter than `MIN_WINDOW_SECONDS` is waited out. An interface seen for the first time, or
-whose counters went backwards (recreated), only gets its baseline on that call.
+since the previous collection (see `probes._window`: the baseline is taken when the probe
+is built, and a window too short to measure is waited out). An interface seen for the first
+time, or whose counters went backwards (recreated), only gets its baseline on that call.
 
 Options:
 - `interfaces`: watch exactly these (loopback and administratively down ones included); an
@@ -32,12 +32,12 @@ Example:
 
 import fnmatch
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import psutil
 
+from probes._window import Baseline
 from probes.base import Sample
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,6 @@ COUNTER_RATES = {
     "net_receive_drops_per_second": "dropin",
     "net_transmit_drops_per_second": "dropout",
 }
-MIN_WINDOW_SECONDS = 0.25
 BITS_PER_MEGABIT = 1_000_000
 
 Counters = Any  # psutil's `snetio` named tuple
@@ -124,20 +123,17 @@ class NetProbe:
     def __init__(self, name: str, options: Options) -> None:
         self.name = name
         self.options = options
-        self._previous: dict[str, Counters] = self._safe_read()
-        self._previous_at = time.monotonic()
+        self._baseline = Baseline(self._safe_read())
 
     def collect(self, now: float) -> list[Sample]:
-        self._wait_for_full_window()
+        self._baseline.wait_for_full_window()
         try:
             all_stats = psutil.net_if_stats()
             current = _read_counters()
         except OSError as exc:
             log.debug("interface statistics unreadable: %s", exc)
             return [Sample(UP, 0.0, now, {"interface": ""}, f"cannot read interfaces: {exc}")]
-        read_at = time.monotonic()
-        seconds = read_at - self._previous_at
-        previous, self._previous, self._previous_at = self._previous, current, read_at
+        previous, seconds = self._baseline.advance(current)
         samples: list[Sample] = []
         for name in self._watched(all_stats):
             samples += state_samples(name, all_stats.get(name), now)
@@ -149,11 +145,6 @@ class NetProbe:
             return _read_counters()
         except OSError:
             return {}  # collect reports it
-
-    def _wait_for_full_window(self) -> None:
-        short_by = MIN_WINDOW_SECONDS - (time.monotonic() - self._previous_at)
-        if short_by > 0:
-            time.sleep(short_by)
 
     def _watched(self, all_stats: dict[str, Stats]) -> list[str]:
         if self.options.interfaces:

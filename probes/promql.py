@@ -44,9 +44,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from probes._text import first_line
 from probes.base import Duration, Sample
-from probes.http import redacted_url
-from probes.scrape import FetchError, check_token, check_url, fetch, new_session, own_labels, short
+from probes.http import check_url, new_session, redacted_url
+from probes.scrape import FetchError, check_token, fetch, own_labels
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def _number(value: Any) -> float:
     try:
         return float(value[1])
     except (TypeError, ValueError, IndexError):
-        raise QueryError(f"not a number in the result: {short(repr(value))}") from None
+        raise QueryError(f"not a number in the result: {first_line(repr(value))}") from None
 
 
 def _series_labels(metric: dict[str, str]) -> dict[str, str]:
@@ -100,7 +101,7 @@ def points_of(data: Any) -> list[Point]:
         return [Point({}, _number(result))]
     if kind == "matrix":
         raise QueryError("the query returns a range vector; use an instant vector or a scalar")
-    raise QueryError(f"unexpected result type {short(str(kind))}")
+    raise QueryError(f"unexpected result type {first_line(str(kind))}")
 
 
 def parse_response(status: int, body: bytes) -> list[Point]:
@@ -113,7 +114,7 @@ def parse_response(status: int, body: bytes) -> list[Point]:
         raise QueryError(f"unexpected status {status}" if status != 200 else "not a JSON answer")
     if answer.get("status") != "success":
         kind, reason = answer.get("errorType", "error"), answer.get("error", f"status {status}")
-        raise QueryError(short(f"{kind}: {reason}"))
+        raise QueryError(first_line(f"{kind}: {reason}"))
     if not isinstance(answer.get("data"), dict):
         raise QueryError("the answer has no data")
     return points_of(answer["data"])

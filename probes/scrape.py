@@ -47,10 +47,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import urlsplit
 
+from probes._text import first_line
 from probes.base import Duration, Sample
-from probes.http import DeadlinePassed, describe_failure, redacted_url
+from probes.http import (
+    DeadlinePassed,
+    check_url,
+    describe_failure,
+    new_session,
+    redacted_url,
+    request_failures,
+)
 
 if TYPE_CHECKING:
     import requests
@@ -64,7 +71,6 @@ SAMPLES_SCRAPED = "scrape_samples_scraped"
 DEFAULT_TIMEOUT = Duration(10)
 MAX_BODY_BYTES = 32 * 1024 * 1024
 CHUNK_BYTES = 64 * 1024
-MAX_ERROR_CHARS = 200
 RESERVED_LABELS = ("probe",)  # set by the scheduler on every sample
 METRIC_PREFIX = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)?")
 TEXT_FORMAT = "text/plain;version=0.0.4;q=1,*/*;q=0.1"
@@ -82,25 +88,9 @@ class Fetched:
     body: bytes
 
 
-def check_url(url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("url must start with http:// or https:// and name a host")
-
-
 def check_token(token: str | None) -> None:
     if token is not None and (not token or any(c in token for c in "\r\n\0")):
         raise ValueError("bearer_token must be one non-empty line")  # never quote a secret
-
-
-def new_session(bearer_token: str | None) -> "requests.Session":
-    import requests
-
-    session = requests.Session()
-    session.headers["User-Agent"] = "forewarn"
-    if bearer_token:
-        session.headers["Authorization"] = f"Bearer {bearer_token}"
-    return session
 
 
 def fetch(
@@ -111,16 +101,12 @@ def fetch(
     **request: Any,
 ) -> Fetched:
     """GET `url`, the whole exchange within `timeout`, the body at most MAX_BODY_BYTES."""
-    import requests
-    import urllib3
-
     deadline = time.monotonic() + timeout
-    failures = (requests.RequestException, urllib3.exceptions.HTTPError, OSError, DeadlinePassed)
     try:
         with session.get(url, timeout=timeout, verify=verify_tls, stream=True, **request) as got:
             body = _read_body(got.raw, deadline)
             return Fetched(got.status_code, got.headers.get("Content-Type", ""), body)
-    except failures as exc:
+    except request_failures() as exc:
         raise FetchError(describe_failure(exc, timeout)) from None
     finally:
         session.close()  # a fresh connection each time: a restarted server is seen at once
@@ -137,11 +123,6 @@ def _read_body(raw: Any, deadline: float) -> bytes:
         if time.monotonic() > deadline:
             raise DeadlinePassed
     return bytes(body)
-
-
-def short(text: str) -> str:
-    lines = text.strip().splitlines()
-    return lines[0][:MAX_ERROR_CHARS] if lines else ""
 
 
 def own_labels(labels: Mapping[str, str]) -> dict[str, str]:
@@ -225,7 +206,7 @@ class ScrapeProbe:
         try:
             return parse_exposition(got.body.decode("utf-8", "replace"), got.content_type)
         except ValueError as exc:  # the parser's messages quote the bad line: untrusted text
-            raise FetchError(f"not a Prometheus text body: {short(str(exc))}") from None
+            raise FetchError(f"not a Prometheus text body: {first_line(str(exc))}") from None
 
     def _samples(self, series: list[Series], now: float) -> list[Sample]:
         """The wanted series as samples, once each: dropped labels may make two look alike."""

@@ -71,6 +71,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from probes._text import MAX_ERROR_CHARS
 from probes.base import Duration, Sample
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,6 @@ NOTHING_READ = COMMAND_LINE_ERROR | DEVICE_OPEN_FAILED
 
 DEFAULT_TIMEOUT = Duration(8)
 MAX_PARALLEL = 8
-MAX_ERROR_CHARS = 200
 SBIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 # smartctl -n: "Device is in STANDBY mode, exit(2)", also "STANDBY (OS)", "SLEEP", "IDLE".
 _ASLEEP = re.compile(r"\bDevice is in [A-Z_]+(?: \([A-Z]+\))? mode\b")

@@ -50,6 +50,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
+from probes._text import first_line
 from probes.base import Sample
 
 ACTIVE = "systemd_unit_active"
@@ -73,7 +74,6 @@ SYSTEMCTL_TIMEOUT = 5.0  # seconds for all the run's systemctl calls together
 SYSTEMCTL_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "SYSTEMD_COLORS": "0"}
 UNIT_NAME = re.compile(r"^[A-Za-z0-9:_.\\@*?\[\]-]+$")
 GLOB = re.compile(r"[*?\[]")
-MAX_ERROR_CHARS = 200
 # ExecMainCode is a waitid() si_code: how the main process ended.
 EXITED, KILLED, DUMPED = 1, 2, 3
 
@@ -106,8 +106,7 @@ def run_systemctl(arguments: list[str], deadline: float) -> str:
 
 
 def failure_reason(stderr: str, returncode: int) -> str:
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    first = lines[0][:MAX_ERROR_CHARS] if lines else f"exit status {returncode}"
+    first = first_line(stderr) or f"exit status {returncode}"
     if "not been booted with systemd" in stderr:
         return f"systemd is not running ({first})"
     return f"systemctl failed: {first}"

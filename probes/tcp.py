@@ -93,8 +93,8 @@ def remaining(deadline: float) -> float:
     return left
 
 
-def ssl_reason(exc: ssl.SSLError) -> str:
-    """The readable part of an OpenSSL error, never a traceback."""
+def ssl_reason(exc: BaseException) -> str:
+    """The readable part of an OpenSSL error (or what wraps one), never a traceback."""
     if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
         return f"certificate verify failed: {exc.verify_message}"
     # "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)" -> the readable part
@@ -257,19 +257,16 @@ class TcpProbe:
         return _Response(data, closed=False)
 
     def _receive(self, sock: socket.socket, deadline: float, size: int, so_far: bytes) -> bytes:
-        try:
-            sock.settimeout(remaining(deadline))
-            return sock.recv(size)
-        except TimeoutError:
-            got = f" (received {excerpt(so_far)})" if so_far else ""
-            waited = "a response" if self.options.send is not None else "the banner"
-            raise CheckFailed(
-                f"timed out after {self.options.timeout:g}s while waiting for {waited}{got}"
-            ) from None
-        except ssl.SSLError as exc:
-            raise CheckFailed(f"TLS error while reading: {ssl_reason(exc)}") from None
-        except OSError as exc:
-            raise CheckFailed(os_reason(exc)) from None
+        with failing_as("while reading", self.options.timeout):
+            try:
+                sock.settimeout(remaining(deadline))
+                return sock.recv(size)
+            except TimeoutError:  # says more than failing_as can: what it waited for
+                got = f" (received {excerpt(so_far)})" if so_far else ""
+                waited = "a response" if self.options.send is not None else "the banner"
+                raise CheckFailed(
+                    f"timed out after {self.options.timeout:g}s while waiting for {waited}{got}"
+                ) from None
 
     def _matches(self, data: bytes) -> bool:
         assert self._expect is not None

@@ -55,6 +55,7 @@ from probes.base import Duration, Sample
 from probes.tcp import (
     CheckFailed,
     check_endpoint,
+    client_context,
     connect,
     failing_as,
     remaining,
@@ -266,9 +267,7 @@ class TlsProbe:
             "server_name": self.server_name,
         }
         self._verifying = self._verifying_context()
-        self._trusting = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # fetches what verify refused
-        self._trusting.check_hostname = False
-        self._trusting.verify_mode = ssl.CERT_NONE
+        self._trusting = client_context(verify=False)  # fetches what verify refused
 
     def _verifying_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context()  # the system's trust store

@@ -12,14 +12,15 @@ from typing import Any
 
 import psutil
 import pytest
+from probe_helpers import by_metric
 
-from probes.base import Sample
+from probes._window import MIN_WINDOW_SECONDS
 from probes.diskio import (
     ERRORS,
-    MIN_WINDOW_SECONDS,
     READ_AWAIT,
     READ_BYTES,
     READS,
+    SYSFS,
     UTILIZATION,
     WRITE_AWAIT,
     WRITE_BYTES,
@@ -41,18 +42,8 @@ def counters(**values: int) -> Any:
     return Counters(**{name: values.get(name, 0) for name in Counters._fields})
 
 
-def by_metric(samples: list[Sample]) -> dict[str, list[Sample]]:
-    grouped: dict[str, list[Sample]] = {}
-    for sample in samples:
-        grouped.setdefault(sample.metric, []).append(sample)
-    return grouped
-
-
-def probe(sysfs: Path | None = None, **options: Any) -> DiskioProbe:
-    built = DiskioProbe("diskio", DiskioProbe.Options(**options))
-    if sysfs is not None:
-        built.sysfs = sysfs
-    return built
+def probe(sysfs: Path = SYSFS, **options: Any) -> DiskioProbe:
+    return DiskioProbe("diskio", DiskioProbe.Options(**options), sysfs)
 
 
 def a_whole_disk() -> str:

@@ -7,24 +7,23 @@ import http.client
 import json
 import math
 import selectors
-import shutil
 import socket
 import ssl
-import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from certs import CertificateAuthority, Issued
+from certs import CertificateAuthority, Issued, self_signed
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from http_service import free_port
+from probe_helpers import LoopbackHttpServer, QuietHandler
 
 from monitor.config import parse_config
 from probes.base import Duration, Sample
@@ -48,10 +47,7 @@ GZIP_JSON = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
 LATIN1 = {"Content-Type": "text/plain; charset=iso-8859-1"}
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    release: threading.Event  # set by the fixture: lets hanging handlers end
-
+class Handler(QuietHandler):
     def do_GET(self) -> None:
         routes = {
             "/ok": lambda: self.reply(200, b"fine\n"),
@@ -77,17 +73,6 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self.reply(201, b"created\n")
 
-    def reply(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        for name, value in {**(headers or {}), "Content-Length": str(len(body))}.items():
-            self.send_header(name, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def hang(self) -> None:
-        self.release.wait(30)
-
     def trickle(self) -> None:
         """Headers at once, then a byte every 50 ms: no read ever waits long."""
         self.send_response(200)
@@ -103,54 +88,18 @@ class Handler(BaseHTTPRequestHandler):
         authorized = self.headers.get("X-Token") == "s3cret"
         self.reply(200 if authorized else 403, b"")
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class Server:
-    def __init__(self, context: ssl.SSLContext | None = None) -> None:
-        self.release = threading.Event()
-        handler = type("BoundHandler", (Handler,), {"release": self.release})
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.httpd.daemon_threads = True
-        if context is not None:
-            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
-        self.scheme = "https" if context else "http"
-        serve = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        serve.start()
-
-    def url(self, path: str) -> str:
-        return f"{self.scheme}://127.0.0.1:{self.httpd.server_address[1]}{path}"
-
-    def stop(self) -> None:
-        self.release.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    running = Server()
-    yield running
-    running.stop()
+def server() -> Iterator[LoopbackHttpServer]:
+    with LoopbackHttpServer(Handler) as running:
+        yield running
 
 
 @pytest.fixture
-def tls_server(tmp_path: Path) -> Iterator[Server]:
-    """A TLS server with a self-signed certificate made by the openssl command."""
-    assert shutil.which("openssl"), "openssl is needed (tests/run.sh installs it)"
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    running = Server(context)
-    yield running
-    running.stop()
+def tls_server(tmp_path: Path) -> Iterator[LoopbackHttpServer]:
+    """A TLS server with a self-signed certificate."""
+    with LoopbackHttpServer(Handler, self_signed("127.0.0.1").server_context(tmp_path)) as running:
+        yield running
 
 
 def check(url: str, **options: Any) -> dict[str, Sample]:
@@ -165,13 +114,7 @@ def assert_failed(result: dict[str, Sample], status: int, error: str) -> None:
     assert result["http_up"].error == error
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def test_a_200_is_up(server: Server) -> None:
+def test_a_200_is_up(server: LoopbackHttpServer) -> None:
     result = check(server.url("/ok"))
     assert result["http_up"].value == 1.0
     assert result["http_status_code"].value == 200
@@ -179,18 +122,18 @@ def test_a_200_is_up(server: Server) -> None:
     assert all(s.error is None for s in result.values())
 
 
-def test_a_503_is_down_and_its_body_goes_nowhere(server: Server) -> None:
+def test_a_503_is_down_and_its_body_goes_nowhere(server: LoopbackHttpServer) -> None:
     result = check(server.url("/fail"))
     assert_failed(result, 503, "unexpected status 503")
     assert all(s.error == "unexpected status 503" for s in result.values())
 
 
-def test_expected_statuses_replace_the_2xx_3xx_default(server: Server) -> None:
+def test_expected_statuses_replace_the_2xx_3xx_default(server: LoopbackHttpServer) -> None:
     assert check(server.url("/fail"), expect_status=[503])["http_up"].value == 1.0
     assert_failed(check(server.url("/ok"), expect_status=[204]), 200, "unexpected status 200")
 
 
-def test_redirects_are_followed_unless_told_not_to(server: Server) -> None:
+def test_redirects_are_followed_unless_told_not_to(server: LoopbackHttpServer) -> None:
     assert check(server.url("/redirect"))["http_status_code"].value == 200
     unfollowed = check(server.url("/redirect"), follow_redirects=False)
     assert unfollowed["http_up"].value == 1.0 and unfollowed["http_status_code"].value == 302
@@ -198,17 +141,17 @@ def test_redirects_are_followed_unless_told_not_to(server: Server) -> None:
     assert_failed(strict, 302, "unexpected status 302")
 
 
-def test_endless_redirects_are_a_failure(server: Server) -> None:
+def test_endless_redirects_are_a_failure(server: LoopbackHttpServer) -> None:
     assert_failed(check(server.url("/loop")), 0, "too many redirects")
 
 
 def test_a_closed_port_is_connection_refused() -> None:
-    result = check(f"http://127.0.0.1:{closed_port()}/")
+    result = check(f"http://127.0.0.1:{free_port()}/")
     assert_failed(result, 0, "connection refused")
     assert 0.0 <= result["http_duration_seconds"].value < 5.0
 
 
-def test_a_server_that_never_answers_times_out(server: Server) -> None:
+def test_a_server_that_never_answers_times_out(server: LoopbackHttpServer) -> None:
     started = time.monotonic()
     result = check(server.url("/hang"), timeout=Duration(0.3))
     assert_failed(result, 0, "timed out after 0.3s")
@@ -216,20 +159,20 @@ def test_a_server_that_never_answers_times_out(server: Server) -> None:
     assert time.monotonic() - started < 2.0
 
 
-def test_the_timeout_bounds_the_whole_exchange(server: Server) -> None:
+def test_the_timeout_bounds_the_whole_exchange(server: LoopbackHttpServer) -> None:
     result = check(server.url("/trickle"), timeout=Duration(0.3))
     assert_failed(result, 200, "timed out after 0.3s")  # the status had arrived
     assert result["http_duration_seconds"].value < 2.0
 
 
-def test_headers_are_sent(server: Server) -> None:
+def test_headers_are_sent(server: LoopbackHttpServer) -> None:
     assert check(server.url("/need-token"))["http_status_code"].value == 403
     authorized = check(server.url("/need-token"), headers=["X-Token: s3cret"])
     assert authorized["http_up"].value == 1.0
 
 
 def test_the_secret_header_is_sent_and_never_shown(
-    server: Server, monkeypatch: pytest.MonkeyPatch
+    server: LoopbackHttpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FOREWARN_TEST_TOKEN", "X-Token: s3cret")
     config = parse_config(
@@ -252,11 +195,11 @@ def test_the_secret_header_is_sent_and_never_shown(
 
 
 @pytest.mark.parametrize(("method", "status"), [("HEAD", 200), ("post", 201)])
-def test_the_method_is_used(server: Server, method: str, status: int) -> None:
+def test_the_method_is_used(server: LoopbackHttpServer, method: str, status: int) -> None:
     assert check(server.url("/ok"), method=method)["http_status_code"].value == status
 
 
-def test_tls_to_a_plain_http_server_is_a_short_tls_error(server: Server) -> None:
+def test_tls_to_a_plain_http_server_is_a_short_tls_error(server: LoopbackHttpServer) -> None:
     url = server.url("/ok").replace("http://", "https://")
     result = check(url)
     error = result["http_up"].error or ""
@@ -264,7 +207,9 @@ def test_tls_to_a_plain_http_server_is_a_short_tls_error(server: Server) -> None
     assert result["http_up"].value == 0.0
 
 
-def test_an_untrusted_certificate_fails_unless_verification_is_off(tls_server: Server) -> None:
+def test_an_untrusted_certificate_fails_unless_verification_is_off(
+    tls_server: LoopbackHttpServer,
+) -> None:
     url = tls_server.url("/ok")
     refused = check(url)
     assert (
@@ -273,7 +218,7 @@ def test_an_untrusted_certificate_fails_unless_verification_is_off(tls_server: S
     assert check(url, verify_tls=False)["http_up"].value == 1.0
 
 
-def test_a_password_in_the_url_stays_out_of_labels(server: Server) -> None:
+def test_a_password_in_the_url_stays_out_of_labels(server: LoopbackHttpServer) -> None:
     url = server.url("/ok").replace("://", "://monitor:hunter2@")
     samples = HttpProbe("web", HttpProbe.Options(url=url)).collect(NOW)
     assert all(s.labels == {"url": redacted_url(url)} for s in samples)
@@ -300,13 +245,15 @@ def test_options_are_validated(options: dict[str, Any], message: str) -> None:
 # --- body checks ---------------------------------------------------------------------------------
 
 
-def test_a_matching_body_regex_is_up(server: Server) -> None:
+def test_a_matching_body_regex_is_up(server: LoopbackHttpServer) -> None:
     result = check(server.url("/ok"), body_regex=r"^fine$")
     assert result["http_up"].value == 1.0 and result["http_body_matched"].value == 1.0
     assert "http_json_matched" not in result
 
 
-def test_a_body_that_does_not_match_is_down_with_a_short_clean_excerpt(server: Server) -> None:
+def test_a_body_that_does_not_match_is_down_with_a_short_clean_excerpt(
+    server: LoopbackHttpServer,
+) -> None:
     result = check(server.url("/hostile"), body_regex="everything is fine")
     assert result["http_up"].value == 0.0 and result["http_body_matched"].value == 0.0
     error = result["http_up"].error or ""
@@ -315,11 +262,11 @@ def test_a_body_that_does_not_match_is_down_with_a_short_clean_excerpt(server: S
     assert all(s.labels == {"url": server.url("/hostile")} for s in result.values())
 
 
-def test_the_declared_charset_decodes_the_body(server: Server) -> None:
+def test_the_declared_charset_decodes_the_body(server: LoopbackHttpServer) -> None:
     assert check(server.url("/latin1"), body_regex="Café ouvert")["http_up"].value == 1.0
 
 
-def test_body_checks_are_not_run_on_a_failed_status(server: Server) -> None:
+def test_body_checks_are_not_run_on_a_failed_status(server: LoopbackHttpServer) -> None:
     result = check(server.url("/fail"), body_regex="alert")  # in the body, but a 503
     assert result["http_body_matched"].value == 0.0
     assert result["http_body_matched"].error == "unexpected status 503"
@@ -337,7 +284,9 @@ def test_body_checks_are_not_run_on_a_failed_status(server: Server) -> None:
         ("checks", None, math.nan),  # exists: enough without json_expect
     ],
 )
-def test_json_paths_that_hold(server: Server, path: str, expect: str | None, value: float) -> None:
+def test_json_paths_that_hold(
+    server: LoopbackHttpServer, path: str, expect: str | None, value: float
+) -> None:
     result = check(server.url("/health"), json_path=path, json_expect=expect)
     assert result["http_up"].value == 1.0, result["http_up"].error
     assert result["http_json_matched"].value == 1.0
@@ -360,14 +309,14 @@ def test_json_paths_that_hold(server: Server, path: str, expect: str | None, val
     ],
 )  # fmt: skip
 def test_json_paths_that_fail(
-    server: Server, url_path: str, path: str, expect: str | None, error: str
+    server: LoopbackHttpServer, url_path: str, path: str, expect: str | None, error: str
 ) -> None:
     result = check(server.url(url_path), json_path=path, json_expect=expect)
     assert result["http_up"].value == 0.0 and result["http_json_matched"].value == 0.0
     assert (result["http_up"].error or "").startswith(error)
 
 
-def test_json_past_max_body_bytes_is_cut_and_says_so(server: Server) -> None:
+def test_json_past_max_body_bytes_is_cut_and_says_so(server: LoopbackHttpServer) -> None:
     result = check(server.url("/big-json"), json_path="[0]", max_body_bytes=1000)
     assert result["http_up"].error == (
         "body is not JSON (only its first 1000 bytes are read): "
@@ -376,7 +325,7 @@ def test_json_past_max_body_bytes_is_cut_and_says_so(server: Server) -> None:
     assert check(server.url("/big-json"), json_path="[-1]")["http_json_value"].value == 4999.0
 
 
-def test_a_gzip_body_is_decoded_for_the_checks(server: Server) -> None:
+def test_a_gzip_body_is_decoded_for_the_checks(server: LoopbackHttpServer) -> None:
     result = check(server.url("/gzip-json"), json_path="checks[0].name", json_expect="db")
     assert result["http_up"].value == 1.0
 
@@ -403,14 +352,14 @@ def test_json_path_syntax_errors(path: str) -> None:
 # --- redirects -----------------------------------------------------------------------------------
 
 
-def test_redirects_are_counted(server: Server) -> None:
+def test_redirects_are_counted(server: LoopbackHttpServer) -> None:
     assert check(server.url("/ok"))["http_redirects"].value == 0.0
     assert check(server.url("/redirect2"))["http_redirects"].value == 2.0
     unfollowed = check(server.url("/redirect2"), follow_redirects=False)
     assert unfollowed["http_redirects"].value == 0.0
 
 
-def test_max_redirects_bounds_the_chain(server: Server) -> None:
+def test_max_redirects_bounds_the_chain(server: LoopbackHttpServer) -> None:
     assert check(server.url("/redirect2"), max_redirects=2)["http_up"].value == 1.0
     result = check(server.url("/redirect2"), max_redirects=1)
     assert_failed(result, 0, "too many redirects")
@@ -467,17 +416,12 @@ def tunnel(client: socket.socket, upstream: socket.socket) -> None:
 @pytest.fixture(scope="module")
 def proxy() -> Iterator[tuple[str, list[str]]]:
     seen: list[str] = []
-    handler = type("BoundProxy", (ProxyHandler,), {"seen": seen})
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", seen
-    httpd.shutdown()
-    httpd.server_close()
+    with LoopbackHttpServer(ProxyHandler, seen=seen) as running:
+        yield running.url(), seen
 
 
 def test_a_plain_url_goes_through_the_proxy(
-    server: Server, proxy: tuple[str, list[str]], monkeypatch: pytest.MonkeyPatch
+    server: LoopbackHttpServer, proxy: tuple[str, list[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     address, seen = proxy
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")  # the config's proxy wins
@@ -487,17 +431,16 @@ def test_a_plain_url_goes_through_the_proxy(
 
 
 def test_an_https_url_is_tunnelled_with_connect(
-    trusted_server: Server, ca_file: Path, proxy: tuple[str, list[str]]
+    trusted_server: LoopbackHttpServer, ca_file: Path, proxy: tuple[str, list[str]]
 ) -> None:
     address, seen = proxy
     result = check(trusted_server.url("/ok"), proxy=address, ca_file=str(ca_file))
     assert result["http_up"].value == 1.0, result["http_up"].error
-    port = trusted_server.httpd.server_address[1]
-    assert f"CONNECT 127.0.0.1:{port}" in seen
+    assert f"CONNECT 127.0.0.1:{trusted_server.port}" in seen
 
 
-def test_a_proxy_that_is_down_says_so(server: Server) -> None:
-    result = check(server.url("/ok"), proxy=f"http://127.0.0.1:{closed_port()}")
+def test_a_proxy_that_is_down_says_so(server: LoopbackHttpServer) -> None:
+    result = check(server.url("/ok"), proxy=f"http://127.0.0.1:{free_port()}")
     assert_failed(result, 0, "proxy error: connection refused")
 
 
@@ -539,23 +482,24 @@ def ca_file(ca: CertificateAuthority, tls_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def trusted_server(ca: CertificateAuthority, tls_dir: Path) -> Iterator[Server]:
-    running = Server(ca.issue("127.0.0.1").server_context(tls_dir, "trusted"))
-    yield running
-    running.stop()
+def trusted_server(ca: CertificateAuthority, tls_dir: Path) -> Iterator[LoopbackHttpServer]:
+    context = ca.issue("127.0.0.1").server_context(tls_dir, "trusted")
+    with LoopbackHttpServer(Handler, context) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
-def mtls_server(ca: CertificateAuthority, tls_dir: Path, ca_file: Path) -> Iterator[Server]:
+def mtls_server(
+    ca: CertificateAuthority, tls_dir: Path, ca_file: Path
+) -> Iterator[LoopbackHttpServer]:
     context = ca.issue("127.0.0.1").server_context(tls_dir, "mtls")
     context.verify_mode = ssl.CERT_REQUIRED
     context.load_verify_locations(cafile=str(ca_file))
-    running = Server(context)
-    yield running
-    running.stop()
+    with LoopbackHttpServer(Handler, context) as running:
+        yield running
 
 
-def test_ca_file_trusts_a_private_ca(trusted_server: Server, ca_file: Path) -> None:
+def test_ca_file_trusts_a_private_ca(trusted_server: LoopbackHttpServer, ca_file: Path) -> None:
     url = trusted_server.url("/ok")
     assert check(url, ca_file=str(ca_file))["http_up"].value == 1.0
     unknown_ca = "TLS error: certificate verify failed: unable to get local issuer certificate"
@@ -563,7 +507,7 @@ def test_ca_file_trusts_a_private_ca(trusted_server: Server, ca_file: Path) -> N
 
 
 def test_a_client_certificate_opens_a_mutual_tls_server(
-    mtls_server: Server, ca: CertificateAuthority, ca_file: Path, tls_dir: Path
+    mtls_server: LoopbackHttpServer, ca: CertificateAuthority, ca_file: Path, tls_dir: Path
 ) -> None:
     cert, key = client_certificate(ca, "forewarn").write(tls_dir, "client")
     url = mtls_server.url("/ok")
@@ -575,7 +519,7 @@ def test_a_client_certificate_opens_a_mutual_tls_server(
 
 
 def test_without_its_client_certificate_a_mutual_tls_server_refuses(
-    mtls_server: Server, ca_file: Path
+    mtls_server: LoopbackHttpServer, ca_file: Path
 ) -> None:
     result = check(mtls_server.url("/ok"), ca_file=str(ca_file))
     error = result["http_up"].error or ""
@@ -590,7 +534,9 @@ def test_without_its_client_certificate_a_mutual_tls_server_refuses(
     ), error
 
 
-def test_an_unreadable_certificate_file_is_named(mtls_server: Server, tmp_path: Path) -> None:
+def test_an_unreadable_certificate_file_is_named(
+    mtls_server: LoopbackHttpServer, tmp_path: Path
+) -> None:
     missing = tmp_path / "client.pem"
     result = check(mtls_server.url("/ok"), verify_tls=False, client_cert=str(missing))
     assert_failed(result, 0, f"cannot read client_cert {missing}")

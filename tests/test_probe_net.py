@@ -11,8 +11,8 @@ from typing import Any
 
 import psutil
 import pytest
+from probe_helpers import TcpServer, by_metric, only
 
-from probes.base import Sample
 from probes.net import (
     SPEED,
     UP,
@@ -37,18 +37,6 @@ Stats = type(next(iter(psutil.net_if_stats().values())))
 Counters = type(next(iter(psutil.net_io_counters(pernic=True).values())))
 
 
-def by_metric(samples: list[Sample]) -> dict[str, list[Sample]]:
-    grouped: dict[str, list[Sample]] = {}
-    for sample in samples:
-        grouped.setdefault(sample.metric, []).append(sample)
-    return grouped
-
-
-def only(samples: list[Sample], metric: str) -> Sample:
-    [sample] = by_metric(samples)[metric]
-    return sample
-
-
 def probe(**options: Any) -> NetProbe:
     return NetProbe("net", NetProbe.Options(**options))
 
@@ -62,24 +50,16 @@ def counters(**values: int) -> Any:
     return Counters(**{name: values.get(name, 0) for name in Counters._fields})
 
 
+def drain(connection: socket.socket, stopping: threading.Event) -> None:
+    while connection.recv(65536):
+        pass
+
+
 @pytest.fixture(scope="module")
 def sink() -> Iterator[int]:
     """A TCP server on the loopback interface that reads and drops whatever it is sent."""
-    server = socket.create_server(("127.0.0.1", 0))
-
-    def drain() -> None:
-        while True:
-            try:
-                connection, _ = server.accept()
-            except OSError:
-                return
-            with connection:
-                while connection.recv(65536):
-                    pass
-
-    threading.Thread(target=drain, daemon=True).start()
-    yield server.getsockname()[1]
-    server.close()
+    with TcpServer(drain) as server:
+        yield server.port
 
 
 def send_through_loopback(port: int) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import psutil
 import pytest
+from probe_helpers import values
 
 import probes.process as process_probe
 from monitor.metrics import Metrics
@@ -29,10 +30,6 @@ SPIN = "while True: pass"
 
 def probe(**options: Any) -> ProcessProbe:
     return ProcessProbe("worker", ProcessProbe.Options(**options))
-
-
-def values(samples: list[Any]) -> dict[str, float]:
-    return {s.metric: s.value for s in samples}
 
 
 def count_error(samples: list[Any]) -> str | None:

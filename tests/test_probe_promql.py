@@ -3,14 +3,13 @@
 import json
 import math
 import os
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from http_service import free_port
+from probe_helpers import LoopbackHttpServer, QuietHandler
 from prometheus_servers import ServerProcess, prometheus  # noqa: F401  (a fixture)
 
 from monitor.config import parse_config
@@ -123,16 +122,14 @@ def test_a_path_prefix_in_the_url_is_kept(prometheus: ServerProcess) -> None:  #
 # --- what only a stand-in server can do -----------------------------------------------------------
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    release: threading.Event
+class Handler(QuietHandler):
     seen: list[dict[str, Any]]
 
     def do_GET(self) -> None:
         parts = urlsplit(self.path)
         self.seen.append({"path": parts.path, "query": parse_qs(parts.query), **self.headers})
         if parts.path == "/hang/api/v1/query":
-            self.release.wait(30)
+            self.hang()
             return
         if parts.path == "/proxy/api/v1/query":
             self.reply(502, b"<html>Bad Gateway</html>")
@@ -140,27 +137,12 @@ class Handler(BaseHTTPRequestHandler):
         answer = {"status": "success", "data": {"resultType": "vector", "result": []}}
         self.reply(200, json.dumps(answer).encode())
 
-    def reply(self, status: int, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
 
 @pytest.fixture(scope="module")
 def stand_in() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    release, seen = threading.Event(), []
-    handler = type("BoundHandler", (Handler,), {"release": release, "seen": seen})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    release.set()
-    server.shutdown()
-    server.server_close()
+    seen: list[dict[str, Any]] = []
+    with LoopbackHttpServer(Handler, seen=seen) as server:
+        yield server.url(), seen
 
 
 def test_the_token_prefix_and_timeout_are_sent(

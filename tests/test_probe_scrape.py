@@ -2,13 +2,12 @@
 
 import math
 import os
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from http_service import free_port
+from probe_helpers import LoopbackHttpServer, QuietHandler
 from prometheus_servers import ServerProcess, node_exporter  # noqa: F401  (a fixture)
 
 from monitor.config import parse_config
@@ -43,10 +42,7 @@ jobs_total{queue="mail"} 12.0
 """
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    release: threading.Event
-
+class Handler(QuietHandler):
     def do_GET(self) -> None:
         routes = {
             "/metrics": (200, "text/plain; version=0.0.4", EXPOSITION),
@@ -55,35 +51,19 @@ class Handler(BaseHTTPRequestHandler):
             "/private": (200, "text/plain", EXPOSITION),
         }
         if self.path == "/hang":
-            self.release.wait(30)
+            self.hang()
             return
         if self.path == "/private" and self.headers.get("Authorization") != "Bearer s3cret":
-            self.reply(401, "text/plain", b"who are you\n")
+            self.reply(401, b"who are you\n", {"Content-Type": "text/plain"})
             return
-        self.reply(*routes.get(self.path, (404, "text/plain", b"no such page\n")))
-
-    def reply(self, status: int, content_type: str, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+        status, content_type, body = routes.get(self.path, (404, "text/plain", b"no such page\n"))
+        self.reply(status, body, {"Content-Type": content_type})
 
 
 @pytest.fixture(scope="module")
 def exporter() -> Iterator[str]:
-    release = threading.Event()
-    handler = type("BoundHandler", (Handler,), {"release": release})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    release.set()
-    server.shutdown()
-    server.server_close()
+    with LoopbackHttpServer(Handler) as server:
+        yield server.url()
 
 
 def scrape(url: str, **options: Any) -> tuple[dict[str, Sample], list[Sample]]:

@@ -11,9 +11,9 @@ from typing import Any
 
 import psutil
 import pytest
+from probe_helpers import by_metric, only
 
 from probes import disk
-from probes.base import Sample
 from probes.cpu import CpuProbe, iowait_percent, usage_percent
 from probes.disk import DiskProbe, Mount, StatvfsCall, is_pseudo, one_per_filesystem
 from probes.load import LoadProbe
@@ -23,18 +23,6 @@ from probes.swap import SwapProbe
 
 NOW = 1_700_000_000.0
 TESTS_DIR = Path(__file__).parent
-
-
-def by_metric(samples: list[Sample]) -> dict[str, list[Sample]]:
-    grouped: dict[str, list[Sample]] = {}
-    for sample in samples:
-        grouped.setdefault(sample.metric, []).append(sample)
-    return grouped
-
-
-def only(samples: list[Sample], metric: str) -> Sample:
-    [sample] = by_metric(samples)[metric]
-    return sample
 
 
 # --- cpu ---------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from probe_helpers import values
 
 import probes.systemd as systemd
 from monitor.config import parse_config
@@ -30,10 +31,6 @@ def read(name: str) -> str:
 
 def captured() -> dict[str, dict[str, str]]:
     return {block["Id"]: block for block in parse_show(read("show-properties.txt"))}
-
-
-def values(samples: list[Sample]) -> dict[str, float]:
-    return {s.metric: s.value for s in samples}
 
 
 def same(got: dict[str, float], expected: dict[str, float]) -> bool:

@@ -3,19 +3,19 @@ backlog, a closed port, TLS; and a hanging target that holds up no other probe."
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 import socket
-import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from certs import CertificateAuthority
+from http_service import free_port
+from probe_helpers import TcpServer
 
 from monitor.config import parse_config
 from monitor.metrics import Metrics
@@ -25,39 +25,6 @@ from probes.tcp import TcpProbe
 
 NOW = 1_700_000_000.0
 BANNER = b"SSH-2.0-forewarn_test\r\n"
-
-Talk = Callable[[socket.socket, threading.Event], None]
-
-
-class Server:
-    """A loopback TCP server running `talk` on each connection in a thread of its own."""
-
-    def __init__(self, talk: Talk, context: ssl.SSLContext | None = None) -> None:
-        self.talk, self.context = talk, context
-        self.stopping = threading.Event()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self.listener.getsockname()[1])
-        self.listener.settimeout(0.05)
-        self.accepting = threading.Thread(target=self._accept, daemon=True)
-        self.accepting.start()
-
-    def _accept(self) -> None:
-        while not self.stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                conn, _ = self.listener.accept()
-                threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with contextlib.suppress(OSError), conn:
-            conn.settimeout(5)
-            if self.context is not None:
-                conn = self.context.wrap_socket(conn, server_side=True)
-            self.talk(conn, self.stopping)
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.accepting.join(2)
-        self.listener.close()
 
 
 def banner_then_answer(conn: socket.socket, stopping: threading.Event) -> None:
@@ -84,24 +51,24 @@ def chatter(conn: socket.socket, stopping: threading.Event) -> None:
 
 
 @pytest.fixture(scope="module")
-def servers() -> Iterator[dict[str, Server]]:
+def servers() -> Iterator[dict[str, TcpServer]]:
     talks = {
         "banner": banner_then_answer,
         "silent": silent,
         "hang_up": greet_and_hang_up,
         "chatter": chatter,
     }
-    running = {name: Server(talk) for name, talk in talks.items()}
+    running = {name: TcpServer(talk) for name, talk in talks.items()}
     yield running
     for server in running.values():
         server.stop()
 
 
 @pytest.fixture(scope="module")
-def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path]]:
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TcpServer, Path]]:
     ca = CertificateAuthority()
     directory = tmp_path_factory.mktemp("tls")
-    server = Server(banner_then_answer, ca.issue("127.0.0.1").server_context(directory))
+    server = TcpServer(banner_then_answer, ca.issue("127.0.0.1").server_context(directory))
     yield server, ca.write(directory)
     server.stop()
 
@@ -114,13 +81,7 @@ def check(port: int, **options: Any) -> dict[str, Sample]:
     return {s.metric: s for s in samples}
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def test_a_listening_port_is_up(servers: dict[str, Server]) -> None:
+def test_a_listening_port_is_up(servers: dict[str, TcpServer]) -> None:
     result = check(servers["banner"].port)
     assert set(result) == {"tcp_up", "tcp_connect_seconds"}  # nothing to send or expect
     assert result["tcp_up"].value == 1.0 and result["tcp_up"].error is None
@@ -128,20 +89,20 @@ def test_a_listening_port_is_up(servers: dict[str, Server]) -> None:
 
 
 def test_a_closed_port_is_connection_refused() -> None:
-    result = check(closed_port())
+    result = check(free_port())
     assert result["tcp_up"].value == 0.0
     assert result["tcp_up"].error == "connection refused"
     assert math.isnan(result["tcp_connect_seconds"].value)
 
 
-def test_the_banner_is_matched(servers: dict[str, Server]) -> None:
+def test_the_banner_is_matched(servers: dict[str, TcpServer]) -> None:
     result = check(servers["banner"].port, expect=r"^SSH-2\.0-")
     assert result["tcp_up"].value == 1.0 and result["tcp_expect_matched"].value == 1.0
     assert 0.0 <= result["tcp_response_seconds"].value < 1.0
     assert all(s.error is None for s in result.values())
 
 
-def test_a_different_banner_is_down_with_what_was_said(servers: dict[str, Server]) -> None:
+def test_a_different_banner_is_down_with_what_was_said(servers: dict[str, TcpServer]) -> None:
     result = check(servers["hang_up"].port, expect="^SSH-")
     assert result["tcp_up"].value == 0.0 and result["tcp_expect_matched"].value == 0.0
     assert result["tcp_up"].error == (
@@ -150,24 +111,24 @@ def test_a_different_banner_is_down_with_what_was_said(servers: dict[str, Server
     assert not math.isnan(result["tcp_connect_seconds"].value)  # it did connect
 
 
-def test_an_answer_to_what_was_sent_is_matched(servers: dict[str, Server]) -> None:
+def test_an_answer_to_what_was_sent_is_matched(servers: dict[str, TcpServer]) -> None:
     result = check(servers["banner"].port, send="HELLO\r\n", expect="WORLD")
     assert result["tcp_up"].value == 1.0 and result["tcp_expect_matched"].value == 1.0
 
 
-def test_send_without_expect_times_the_first_response(servers: dict[str, Server]) -> None:
+def test_send_without_expect_times_the_first_response(servers: dict[str, TcpServer]) -> None:
     result = check(servers["banner"].port, send="QUIT\r\n")
     assert result["tcp_up"].value == 1.0 and "tcp_expect_matched" not in result
     assert 0.0 <= result["tcp_response_seconds"].value < 1.0
 
 
-def test_no_match_within_the_read_limit(servers: dict[str, Server]) -> None:
+def test_no_match_within_the_read_limit(servers: dict[str, TcpServer]) -> None:
     result = check(servers["chatter"].port, expect="^220 ", read_bytes=100)
     assert result["tcp_up"].value == 0.0 and result["tcp_expect_matched"].value == 0.0
     assert result["tcp_up"].error == f'no match for "^220 " in the first 100 bytes: "{"x" * 64}"…'
 
 
-def test_a_server_that_never_answers_times_out_on_time(servers: dict[str, Server]) -> None:
+def test_a_server_that_never_answers_times_out_on_time(servers: dict[str, TcpServer]) -> None:
     started = time.monotonic()
     result = check(servers["silent"].port, expect="^SSH-", timeout=Duration(0.3))
     assert 0.3 <= time.monotonic() - started < 1.0
@@ -177,7 +138,7 @@ def test_a_server_that_never_answers_times_out_on_time(servers: dict[str, Server
 
 
 def test_silence_after_sending_is_a_timeout_waiting_for_a_response(
-    servers: dict[str, Server],
+    servers: dict[str, TcpServer],
 ) -> None:
     result = check(servers["silent"].port, send="HELLO\r\n", timeout=Duration(0.2))
     assert result["tcp_up"].error == "timed out after 0.2s while waiting for a response"
@@ -197,7 +158,7 @@ def test_a_full_backlog_times_out_while_connecting() -> None:
 
 
 def test_tls_banner_with_a_trusted_certificate(
-    tls_server: tuple[Server, Path], monkeypatch: pytest.MonkeyPatch
+    tls_server: tuple[TcpServer, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server, ca_file = tls_server
     monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))  # the test CA is the system's trust store
@@ -207,7 +168,7 @@ def test_tls_banner_with_a_trusted_certificate(
 
 
 def test_tls_with_an_unknown_ca_fails_unless_verification_is_off(
-    tls_server: tuple[Server, Path],
+    tls_server: tuple[TcpServer, Path],
 ) -> None:
     server, _ = tls_server
     result = check(server.port, tls=True)
@@ -218,13 +179,13 @@ def test_tls_with_an_unknown_ca_fails_unless_verification_is_off(
     assert check(server.port, tls=True, verify_tls=False)["tcp_up"].value == 1.0
 
 
-def test_tls_to_a_plain_server_is_a_short_tls_error(servers: dict[str, Server]) -> None:
+def test_tls_to_a_plain_server_is_a_short_tls_error(servers: dict[str, TcpServer]) -> None:
     error = check(servers["banner"].port, tls=True, timeout=Duration(2))["tcp_up"].error or ""
     assert error.startswith("TLS error during the TLS handshake: "), error
     assert "\n" not in error and "_ssl.c" not in error
 
 
-def test_a_hanging_target_holds_up_no_other_probe(servers: dict[str, Server]) -> None:
+def test_a_hanging_target_holds_up_no_other_probe(servers: dict[str, TcpServer]) -> None:
     """Both probes run through the real scheduler every 0.5s: the one whose target never
     answers reports its own timeout each run, and the other keeps its schedule."""
     answering = TcpProbe(
@@ -260,7 +221,7 @@ def test_a_hanging_target_holds_up_no_other_probe(servers: dict[str, Server]) ->
     assert all({s.metric: s for s in b}["tcp_up"].value == 1.0 for b in batches["answering"])
 
 
-def test_the_probe_is_configured_from_toml(servers: dict[str, Server]) -> None:
+def test_the_probe_is_configured_from_toml(servers: dict[str, TcpServer]) -> None:
     config = parse_config(
         f"""
         [[probe]]

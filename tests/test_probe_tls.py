@@ -4,7 +4,6 @@ by SNI, the way a server hosting several names does. STARTTLS against a real SMT
 
 from __future__ import annotations
 
-import contextlib
 import math
 import socket
 import ssl
@@ -17,6 +16,8 @@ from typing import Any
 
 import pytest
 from certs import CertificateAuthority, Issued, self_signed
+from http_service import free_port
+from probe_helpers import TcpServer
 from smtp_server import SmtpTestServer
 
 from monitor.config import parse_config
@@ -26,45 +27,24 @@ from probes.tls import TlsProbe, hostname_matches
 DAY = 86400.0
 
 
-class TlsServer:
+def tls_server(default: ssl.SSLContext, by_name: dict[str, ssl.SSLContext]) -> TcpServer:
     """Shakes hands on loopback with the certificate picked by the client's SNI (`default`
     without SNI, or for a name it does not know), then waits for the client to leave."""
 
-    def __init__(self, default: ssl.SSLContext, by_name: dict[str, ssl.SSLContext]) -> None:
-        self.context, self.by_name = default, by_name
-        default.sni_callback = self._pick
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(0.05)
-        self.port = int(self.listener.getsockname()[1])
-        self.stopping = threading.Event()
-        self.accepting = threading.Thread(target=self._accept, daemon=True)
-        self.accepting.start()
+    def pick(conn: ssl.SSLObject, name: str | None, _: ssl.SSLContext) -> None:
+        if name in by_name:
+            conn.context = by_name[name]
 
-    def _pick(self, conn: ssl.SSLObject, name: str | None, _: ssl.SSLContext) -> None:
-        if name in self.by_name:
-            conn.context = self.by_name[name]
+    def wait_for_the_client_to_leave(conn: socket.socket, stopping: threading.Event) -> None:
+        conn.recv(1)
 
-    def _accept(self) -> None:
-        while not self.stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                conn, _ = self.listener.accept()
-                threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with contextlib.suppress(OSError), conn:  # a client refusing the certificate, too
-            conn.settimeout(5)
-            with self.context.wrap_socket(conn, server_side=True) as tls:
-                tls.recv(1)
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.accepting.join(2)
-        self.listener.close()
+    default.sni_callback = pick
+    return TcpServer(wait_for_the_client_to_leave, default)
 
 
 @dataclass(frozen=True)
 class Site:
-    server: TlsServer
+    server: TcpServer
     ca_file: Path
     certs: dict[str, Issued]  # by the SNI name that gets it; "" without SNI
 
@@ -84,7 +64,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     contexts = {
         name: cert.server_context(directory, name or "default") for name, cert in certs.items()
     }
-    server = TlsServer(contexts.pop(""), contexts)
+    server = tls_server(contexts.pop(""), contexts)
     yield Site(server, ca.write(directory), certs)
     server.stop()
 
@@ -184,10 +164,7 @@ def test_without_the_ca_file_the_system_store_does_not_know_the_test_ca(site: Si
 
 
 def test_a_closed_port_is_down_and_measures_nothing(site: Site) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    result = check(site, port=port)
+    result = check(site, port=free_port())
     assert result["tls_up"].value == 0.0
     assert all(s.error == "connection refused" for s in result.values())
     assert all(math.isnan(s.value) for s in result.values() if s.metric != "tls_up")
