@@ -21,12 +21,13 @@ import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import unquote, urlsplit
 
-import apprise
-
 from notifiers.base import DeliveryError, Message
+
+if TYPE_CHECKING:
+    import apprise
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,10 @@ class AppriseChannel:
         self.timeout = timeout  # seconds to connect and per read; None: Apprise's own
 
     def send(self, message: Message) -> None:
+        # Imported here, not with the module: the daemon's other parts want only `target_id`
+        # and `url_secrets`, and a daemon without Apprise targets never loads its 100+ plugins.
+        import apprise
+
         url = _single_url(message)
         scheme = scheme_of(url)
         secrets = url_secrets(url)
@@ -63,15 +68,16 @@ class AppriseChannel:
             _redacting(secrets),
             apprise.LogCapture(level=logging.WARNING, fmt="%(message)s") as captured,
         ):
-            delivered = self._notify(url, message, secrets)
+            delivered = self._notify(url, scheme, message, secrets)
             reason = captured.getvalue()
         if not delivered:
             detail = _reason(reason) or "the service did not accept it"
             raise DeliveryError(f"apprise {scheme}: {detail}", permanent=False)
         log.info("apprise %s notice sent (target %s)", scheme, target_id(url))
 
-    def _notify(self, url: str, message: Message, secrets: tuple[str, ...]) -> bool:
-        scheme = scheme_of(url)
+    def _notify(self, url: str, scheme: str, message: Message, secrets: tuple[str, ...]) -> bool:
+        import apprise
+
         service = apprise.Apprise.instantiate(url)  # one URL, one service: `add` would split
         if service is None:
             raise DeliveryError(f"not a valid Apprise URL (scheme {scheme!r})", permanent=True)

@@ -363,4 +363,4 @@ def _same(name: str, wanted: str) -> bool:
 
 
 def _epoch(timestamp: str) -> float:
-    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+    return datetime.fromisoformat(timestamp).timestamp()  # Python 3.11 reads the "Z" itself

@@ -40,6 +40,9 @@ The context the daemon passes (JSON-serialisable; optional parts may be null or 
                    "filesystems": [{"mountpoint": "/", "used_percent": 42.0}]},  # optional
     }
 
+`render_text` (and so `render_line` and `render_message`) adds `marker` to a context that has an
+`incident`: the context's own `marker`, else `incident.marker`, else `[forewarn:<fingerprint>]`.
+
 Template authors: read a key that is also a dict method or a keyword with brackets
 (`alert["clear"]`, `alert["for"]`); `alert.clear` would find the dict method, not the key.
 
@@ -167,7 +170,7 @@ class Renderer:
         return " ".join(subject.split()), tidy_text(text), html
 
     def render_text(self, template_name: str, context: Mapping[str, Any]) -> str:
-        return self._render(self._load([template_name]), context)
+        return self._render(self._load([template_name]), _with_marker(context))
 
     def render_line(self, template_name: str, context: Mapping[str, Any]) -> str:
         """A subject or title: one line, whitespace collapsed."""
@@ -221,6 +224,17 @@ def tidy_text(text: str) -> str:
     templates can join optional paragraphs freely."""
     lines = [line.rstrip() for line in text.strip().splitlines()]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)) + "\n"
+
+
+def _with_marker(context: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The context with `marker`, which every help-desk text carries so that the ticket can be
+    found again: the context's own, else the incident's, else one made from its fingerprint."""
+    incident = context.get("incident")
+    if context.get("marker") or not isinstance(incident, Mapping):
+        return context
+    fingerprint = incident.get("fingerprint")
+    made = f"[forewarn:{fingerprint}]" if fingerprint else ""
+    return {**context, "marker": incident.get("marker") or made}
 
 
 def _base_language(language: str) -> str:

@@ -275,7 +275,7 @@ class WebhookTickets:
             return _info(None, marker)
         try:
             return _info(self._receiver_id(response, "find"), marker)
-        except _NoResult:
+        except _NoValue:  # a list at id_path ran out: the search found nothing
             return None
 
     def comment(self, external_id: str, text: str) -> None:
@@ -364,7 +364,7 @@ class WebhookTickets:
             raise DeliveryError(f"{where}: the answer is not JSON", permanent=True) from None
         except _NoValue as err:
             if err.ran_out and event == "find":
-                raise _NoResult() from None
+                raise
             raise DeliveryError(f"{where}: {err}", permanent=True) from None
 
     def _describe(self, err: requests.RequestException) -> str:
@@ -389,10 +389,6 @@ class WebhookTickets:
         for secret in {value, *value.split()[1:]}:  # also the token of "Bearer <token>"
             text = text.replace(secret, "***") if secret else text
         return text
-
-
-class _NoResult(Exception):
-    """A search answered with an empty list."""
 
 
 def _info(receiver_id: str | None, marker: str) -> TicketInfo:

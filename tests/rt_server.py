@@ -44,7 +44,6 @@ AGENT = "agent"
 SETUP_SECONDS = 120.0
 START_SECONDS = 60.0
 PORT_ATTEMPTS = 3
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 SITE_CONFIG = """\
 Set($DatabaseType, 'SQLite');
@@ -176,17 +175,14 @@ class RtServer:
 
 
 def require_packages() -> None:
-    """Skip (fail under CI=true) when RT or what it runs on is not installed."""
+    """Skip when RT or what it runs on is not installed (conftest fails the skip under CI)."""
     missing = not (RT_SERVER.exists() and RT_SETUP_DATABASE.exists())
     if not missing:
         probe = subprocess.run(["perl", "-MDBD::SQLite", "-MStarlet", "-e", "1"],
                                capture_output=True, check=False)
         missing = probe.returncode != 0
     if missing:
-        message = f"Request Tracker 5 is not installed (Debian: {PACKAGES}; tests/run.sh)"
-        if IN_CI:
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        pytest.skip(f"Request Tracker 5 is not installed (Debian: {PACKAGES}; tests/run.sh)")
 
 
 def build(workdir: Path) -> RtServer:

@@ -8,7 +8,6 @@ timed; the module's end prints the times (pytest -s shows them).
 from __future__ import annotations
 
 import logging
-import socket
 import statistics
 import threading
 import time
@@ -20,6 +19,7 @@ from typing import Any, TypeVar
 
 import pytest
 from redmine_server import RedmineServer, redmine_server  # noqa: F401
+from smtp_server import unresponsive_port
 
 from monitor.schema import build_options
 from notifiers.base import DeliveryError, TicketDraft
@@ -515,8 +515,8 @@ def test_an_answer_that_is_not_json_is_transient(canned: Callable[..., RedmineTi
 
 
 def test_a_server_that_never_answers_times_out_as_transient() -> None:
-    with socket.create_server(("127.0.0.1", 0)) as silent:  # listens, never accepts
-        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    with unresponsive_port() as port:
+        url = f"http://127.0.0.1:{port}"
         backend = RedmineTickets(
             RedmineTickets.Options(url=url, api_key="k", project="p", timeout=0.3)
         )

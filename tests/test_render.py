@@ -44,8 +44,6 @@ FULL: dict[str, Any] = {
         ],
         "filesystems": [{"mountpoint": "/var", "used_percent": 97.3}],
     },
-    "notice": {"eta": OPENED + 3600, "next_update_at": OPENED + 1800,
-               "workaround": "Use the mirror at https://mirror.example.com."},
 }
 
 MINIMAL: dict[str, Any] = {
