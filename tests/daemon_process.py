@@ -15,6 +15,38 @@ import requests
 
 T = TypeVar("T")
 
+DAEMON_HEAD = """
+[daemon]
+state_dir = "{state}"
+listen = "127.0.0.1:{metrics_port}"
+hostname = "{hostname}"
+"""
+
+SMTP_HEAD = """
+[smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+from = "forewarn@example.com"
+timeout = "5s"
+"""
+
+
+def daemon_head(
+    state: Path,
+    metrics_port: int,
+    *,
+    hostname: str = "testhost",
+    smtp_port: int | None = None,
+    **daemon_keys: str,
+) -> str:
+    """The head of a test's daemon config: `[daemon]` with its state directory, /metrics on a
+    loopback port, a fixed hostname and `daemon_keys` (string values, e.g. reopen_within="1h");
+    with `smtp_port`, an `[smtp]` section to the loopback mail server on that port. The test
+    appends its own tables."""
+    head = DAEMON_HEAD.format(state=state, metrics_port=metrics_port, hostname=hostname)
+    head += "".join(f'{key} = "{value}"\n' for key, value in daemon_keys.items())
+    return head + ("" if smtp_port is None else SMTP_HEAD.format(smtp_port=smtp_port))
+
 
 def wait_until(
     probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.02

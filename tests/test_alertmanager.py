@@ -22,7 +22,7 @@ from typing import Any, cast
 import pytest
 import requests
 from comms_parts import Parts, wire
-from daemon_process import DaemonProcess, wait_until
+from daemon_process import DaemonProcess, daemon_head, wait_until
 from http_service import HttpService
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_servers import (
@@ -31,10 +31,9 @@ from prometheus_servers import (
     answers,
     find_binary,
     free_port,
-    job_is_up,
+    start_prometheus,
     start_server,
 )
-from prometheus_servers import wait_until as wait_until_server
 from redmine_server import RedmineServer, redmine_server  # noqa: F401  (the fixture)
 
 from monitor.alertmanager import (
@@ -451,11 +450,6 @@ FIRE_SECONDS = 30.0  # bounds, not expectations: the pipeline takes about 1-5 s
 TOKEN = "test-token-" + "0123456789abcdef" * 2
 
 REPLICA_CONFIG = """
-[daemon]
-state_dir = "{state}"
-listen = "127.0.0.1:{port}"
-hostname = "central-{name}"
-
 [helpdesk]
 kind = "redmine"
 url = "{url}"
@@ -558,10 +552,8 @@ def start_replica(name: str, workdir: Path, desk: RedmineServer, token_file: Pat
     port, state = free_port(), workdir / "state"
     config = workdir / "config.toml"
     config.write_text(
-        REPLICA_CONFIG.format(
-            state=state,
-            port=port,
-            name=name,
+        daemon_head(state, port, hostname=f"central-{name}")
+        + REPLICA_CONFIG.format(
             url=desk.url,
             key_file=key_file,
             project=desk.project,
@@ -618,7 +610,6 @@ def start_alertmanager(workdir: Path, config: dict[str, Any]) -> ServerProcess:
 def start_alerting_prometheus(
     workdir: Path, target: HttpService, alertmanagers: list[ServerProcess]
 ) -> ServerProcess:
-    binary = find_binary(PROMETHEUS_NAMES, "prometheus")
     workdir.mkdir()
     rules = workdir / "rules.yml"
     rule = {
@@ -632,31 +623,14 @@ def start_alerting_prometheus(
     }
     rules.write_text(json.dumps({"groups": [{"name": "fleet", "rules": [rule]}]}))
     targets = [am.address for am in alertmanagers]
-    config = workdir / "prometheus.yml"
-    config.write_text(
-        json.dumps(
-            {
-                "global": {"scrape_interval": SCRAPE, "evaluation_interval": SCRAPE},
-                "rule_files": [str(rules)],
-                "alerting": {"alertmanagers": [{"static_configs": [{"targets": targets}]}]},
-                "scrape_configs": [
-                    {"job_name": "target", "static_configs": [{"targets": [target.address]}]}
-                ],
-            }
-        )
+    alerting = {"alertmanagers": [{"static_configs": [{"targets": targets}]}]}
+    return start_prometheus(
+        workdir,
+        {"target": [target.address]},
+        SCRAPE,
+        wait_for_jobs=["target"],
+        more={"rule_files": [str(rules)], "alerting": alerting},
     )
-
-    def argv(port: int) -> list[str]:
-        return [
-            binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ]
-
-    server = start_server("prometheus", argv, workdir, answers("/-/ready"))
-    wait_until_server(server, job_is_up("target"), "scraping the target", FIRE_SECONDS)
-    return server
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 import requests
-from comms_parts import HEAD, wire
-from daemon_process import DaemonProcess
+from comms_parts import HEAD, dispatcher, wire
+from daemon_process import DaemonProcess, daemon_head
 from http_service import free_port
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -29,12 +29,9 @@ from monitor.alertmanager import receive
 from monitor.api import ENDPOINTS, Api
 from monitor.api_config import ApiConfig
 from monitor.config import ConfigError, parse_config
-from monitor.daemon import build_backend
-from monitor.dispatcher import Dispatcher
 from monitor.metrics import Metrics
 from monitor.web import WebServer, serve
 from notifiers.builtin import BuiltinTickets
-from notifiers.render import Renderer
 from probes.base import Sample
 
 REPO = Path(__file__).parent.parent
@@ -86,21 +83,9 @@ class Rig:
 
     def __init__(self, tmp: Path, api: ApiConfig) -> None:
         parts = wire(parse_config(CONFIG.format(state=tmp / "state"), str(tmp / "config.toml")))
-        self.config, self.store, self.engine, self.comms = (
-            parts.config,
-            parts.store,
-            parts.engine,
-            parts.comms,
-        )
+        self.config, self.store, self.engine, self.comms, _ = parts
         self.now = T0
-        self.dispatcher = Dispatcher(
-            self.store,
-            build_backend(self.config),
-            None,
-            Renderer(),
-            parts.metrics,
-            clock=lambda: self.now,
-        )
+        self.dispatcher = dispatcher(parts, clock=lambda: self.now)
         self.woken = 0
         self.api = Api(self.store, api, wake=self._wake, clock=lambda: self.now)
         server = serve(Metrics(), "127.0.0.1:0", api=self.api)
@@ -614,8 +599,7 @@ def test_the_daemon_serves_the_api_with_its_token_from_systemd_credentials(
     (tmp_path / "credentials" / "api-token").write_text(TOKEN)
     config = tmp_path / "config.toml"
     config.write_text(
-        f'[daemon]\nstate_dir = "{tmp_path / "state"}"\nlisten = "127.0.0.1:{port}"\n'
-        '[api]\ntoken = { file = "api-token" }\n'
+        daemon_head(tmp_path / "state", port) + '[api]\ntoken = { file = "api-token" }\n'
     )
     env = {"CREDENTIALS_DIRECTORY": str(tmp_path / "credentials")}
     process = DaemonProcess(config, tmp_path / "daemon.log", port, env=env)

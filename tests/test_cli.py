@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from cli_runner import forewarn
-from daemon_process import DaemonProcess, wait_until
+from daemon_process import DaemonProcess, daemon_head, wait_until
 from http_service import free_port
 
 from monitor.cli import SYSTEM_CONFIG
@@ -298,11 +298,6 @@ def test_a_wrong_command_line_is_a_usage_error() -> None:
 # --- against a running daemon ------------------------------------------------------------
 
 DAEMON_CONFIG = """
-[daemon]
-state_dir = "{state}"
-listen = "127.0.0.1:{metrics_port}"
-hostname = "testhost"
-
 [[probe]]
 name = "intranet"
 kind = "http"
@@ -342,9 +337,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     metrics_port = free_port()
     config = tmp / "config.toml"
     config.write_text(
-        DAEMON_CONFIG.format(
-            state=tmp / "state", metrics_port=metrics_port, closed_port=free_port()
-        )
+        daemon_head(tmp / "state", metrics_port) + DAEMON_CONFIG.format(closed_port=free_port())
     )
     daemon = DaemonProcess(config, tmp / "daemon.log", metrics_port)
     daemon.start()

@@ -14,11 +14,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from comms_parts import HEAD, wire
+from comms_parts import HEAD, dispatcher, wire
 
 from monitor.config import parse_config
-from monitor.daemon import build_backend
-from monitor.dispatcher import Dispatcher
 from monitor.store import acknowledge
 from notifiers.apprise_channel import target_id
 from notifiers.render import Renderer
@@ -89,21 +87,9 @@ class Rig:
     def __init__(self, tmp: Path) -> None:
         text = CONFIG.format(state=tmp / "state", chat=CHAT)
         parts = wire(parse_config(text, str(tmp / "config.toml")))
-        self.config, self.store, self.engine, self.comms = (
-            parts.config,
-            parts.store,
-            parts.engine,
-            parts.comms,
-        )
+        self.config, self.store, self.engine, self.comms, _ = parts
         self.now = T0
-        self.dispatcher = Dispatcher(
-            self.store,
-            build_backend(self.config),
-            None,
-            Renderer(),
-            parts.metrics,
-            clock=lambda: self.now,
-        )
+        self.dispatcher = dispatcher(parts, clock=lambda: self.now)
 
     def web(self, up: float, now: float) -> None:
         self.now = now

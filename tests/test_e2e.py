@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemon_process import DaemonProcess, wait_until
+from daemon_process import DaemonProcess, daemon_head, wait_until
 from http_service import HttpService, free_port
 from smtp_server import ReceivedMail, SmtpTestServer
 
@@ -23,21 +23,9 @@ HELPDESK = "helpdesk@example.com"
 USERS = "staff@example.com"
 
 CONFIG = """
-[daemon]
-state_dir = "{state}"
-listen = "127.0.0.1:{metrics_port}"
-reopen_within = "1h"
-hostname = "testhost"
-
 [helpdesk]
 kind = "builtin"
 contact = "{helpdesk}"
-
-[smtp]
-host = "127.0.0.1"
-port = {smtp_port}
-from = "forewarn@example.com"
-timeout = "5s"
 
 [notify]
 helpdesk = ["{helpdesk}"]
@@ -73,10 +61,10 @@ class Rig:
         self.state = tmp / "state"
         metrics_port = free_port()
         config = tmp / "config.toml"
-        config.write_text(CONFIG.format(
-            state=self.state, metrics_port=metrics_port, smtp_port=smtp.port,
-            url=self.service.url, helpdesk=HELPDESK, users=USERS,
-        ))
+        head = daemon_head(self.state, metrics_port, smtp_port=smtp.port, reopen_within="1h")
+        config.write_text(
+            head + CONFIG.format(url=self.service.url, helpdesk=HELPDESK, users=USERS)
+        )
         self.daemon = DaemonProcess(config, tmp / "daemon.log", metrics_port)
 
     def tickets(self) -> BuiltinTickets:

@@ -96,12 +96,7 @@ class Rig:
         self.config_path = tmp / "config.toml"
         self.config_path.write_text(CONFIG.format(state=self.state, limited=limited))
         parts = wire(parse_config(self.config_path.read_text(), str(self.config_path)))
-        self.config, self.store, self.engine, self.comms = (
-            parts.config,
-            parts.store,
-            parts.engine,
-            parts.comms,
-        )
+        self.config, self.store, self.engine, self.comms, _ = parts
 
     def web_down(self, now: float) -> None:
         """The intranet does not answer (a probe run at `now`), and a tick of the daemon."""

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +21,8 @@ from typing import Any
 
 import pytest
 import requests
-from daemon_process import DaemonProcess, wait_until
+from cli_runner import forewarn
+from daemon_process import DaemonProcess, daemon_head, wait_until
 from http_service import HttpService, free_port
 from redmine_server import RedmineServer, redmine_server  # noqa: F401  (the fixture)
 from rt_server import RtServer, rt_server  # noqa: F401  (the fixture)
@@ -37,12 +36,6 @@ RESOLVED_NOTE = "the problem is gone"
 ANSWER_HEADERS = ("content-type", "location")  # what the proxy passes back
 
 CONFIG = """
-[daemon]
-state_dir = "{state}"
-listen = "127.0.0.1:{metrics_port}"
-reopen_within = "{reopen_within}"
-hostname = "testhost"
-
 [helpdesk]
 kind = "{kind}"
 contact = "the help desk, extension 1234"
@@ -85,10 +78,14 @@ class Desk:
     new_status: str
     resolved_status: str
     reopened_status: str
+    server: RedmineServer | RtServer
+
+    def __init__(self, server: RedmineServer | RtServer) -> None:
+        self.server = server
 
     @property
     def url(self) -> str:
-        raise NotImplementedError
+        return self.server.url
 
     @property
     def secret(self) -> str:
@@ -126,10 +123,10 @@ class Desk:
         raise NotImplementedError
 
     def stop(self) -> None:
-        raise NotImplementedError
+        self.server.stop()
 
     def start(self) -> None:
-        raise NotImplementedError
+        self.server.start()
 
 
 class RedmineDesk(Desk):
@@ -139,13 +136,7 @@ class RedmineDesk(Desk):
     new_status = "New"
     resolved_status = "Resolved"
     reopened_status = "New"  # the backend's default: a reopen is not a person at work
-
-    def __init__(self, server: RedmineServer) -> None:
-        self.server = server
-
-    @property
-    def url(self) -> str:
-        return self.server.url
+    server: RedmineServer
 
     @property
     def secret(self) -> str:
@@ -208,12 +199,6 @@ class RedmineDesk(Desk):
         [rejected] = [s["id"] for s in statuses if s["name"] == "Rejected"]
         self._agent_change(ticket, status_id=rejected)
 
-    def stop(self) -> None:
-        self.server.stop()
-
-    def start(self) -> None:
-        self.server.start()
-
 
 class RtDesk(Desk):
     kind = "rt"
@@ -222,13 +207,7 @@ class RtDesk(Desk):
     new_status = "new"
     resolved_status = "resolved"
     reopened_status = "open"
-
-    def __init__(self, server: RtServer) -> None:
-        self.server = server
-
-    @property
-    def url(self) -> str:
-        return self.server.url
+    server: RtServer
 
     @property
     def secret(self) -> str:
@@ -287,12 +266,6 @@ class RtDesk(Desk):
     def reject(self, ticket: str) -> None:
         self.server.as_agent("PUT", f"/ticket/{ticket}", Status="rejected")
 
-    def stop(self) -> None:
-        self.server.stop()
-
-    def start(self) -> None:
-        self.server.start()
-
 
 @pytest.fixture(params=["redmine", "rt"])
 def desk(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Desk:
@@ -349,10 +322,8 @@ class Forewarn:
         self.config = home / "config.toml"
         metrics_port = free_port()
         self.config.write_text(
-            CONFIG.format(
-                state=self.state,
-                metrics_port=metrics_port,
-                reopen_within=reopen_within,
+            daemon_head(self.state, metrics_port, reopen_within=reopen_within)
+            + CONFIG.format(
                 kind=desk.kind,
                 helpdesk_options=desk.helpdesk_options(desk_url),
                 url=service.url,
@@ -392,13 +363,8 @@ class Forewarn:
         return 0.0
 
     def cli(self, *command: str) -> Any:
-        done = subprocess.run(
-            [sys.executable, "-m", "monitor", *command, "--json", "-c", str(self.config)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        )
+        done = forewarn(*command, "--json", "-c", str(self.config))
+        assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
 
 

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from daemon_process import DaemonProcess, wait_until
+from daemon_process import DaemonProcess, daemon_head, wait_until
 from http_service import free_port
 from smtp_server import SmtpTestServer
 
@@ -34,12 +34,6 @@ ENV = {
 }
 
 CONFIG = """
-[daemon]
-state_dir = "{state}"
-listen = "127.0.0.1:{metrics_port}"
-hostname = "testhost"
-log_level = "{level}"
-
 [smtp]
 host = "127.0.0.1"
 port = {smtp_port}
@@ -89,15 +83,8 @@ def apprise_url(port: int) -> str:
 
 def write_config(tmp: Path, *, smtp_port: int, closed_port: int, level: str = "info") -> Path:
     path = tmp / "config.toml"
-    path.write_text(
-        CONFIG.format(
-            state=tmp / "state",
-            metrics_port=free_port(),
-            smtp_port=smtp_port,
-            closed_port=closed_port,
-            level=level,
-        )
-    )
+    head = daemon_head(tmp / "state", free_port(), log_level=level)
+    path.write_text(head + CONFIG.format(smtp_port=smtp_port, closed_port=closed_port))
     return path
 
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemon_process import DaemonProcess, wait_until
+from daemon_process import DaemonProcess, daemon_head, wait_until
 from http_service import HttpService, free_port
 from prometheus_client import generate_latest
 
@@ -32,11 +32,6 @@ needs_promtool = pytest.mark.skipif(
 )
 
 CONFIG = """
-[daemon]
-state_dir = "{state}"
-listen = "127.0.0.1:{port}"
-hostname = "testhost"
-
 [helpdesk]
 kind = "builtin"
 
@@ -104,9 +99,8 @@ class Rig:
         port = free_port()
         config = tmp / "config.toml"
         config.write_text(
-            CONFIG.format(
-                state=self.state, port=port, url=self.service.url, log=log, python=sys.executable
-            )
+            daemon_head(self.state, port)
+            + CONFIG.format(url=self.service.url, log=log, python=sys.executable)
         )
         self.daemon = DaemonProcess(config, tmp / "daemon.log", port)
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemon_process import DaemonProcess, wait_until
+from daemon_process import DaemonProcess, daemon_head, wait_until
 from http_service import HttpService, free_port
 from smtp_server import ReceivedMail, SmtpTestServer
 
@@ -25,21 +25,9 @@ LANGUAGES = {"en": "en@example.com", "it": "it@example.com", "ru": "ru@example.c
 OTHERS = "mail-users@example.com"
 
 CONFIG = """
-[daemon]
-state_dir = "{state}"
-listen = "127.0.0.1:{metrics_port}"
-reopen_within = "1s"
-hostname = "testhost"
-
 [helpdesk]
 kind = "builtin"
 contact = "helpdesk@example.com"
-
-[smtp]
-host = "127.0.0.1"
-port = {smtp_port}
-from = "forewarn@example.com"
-timeout = "5s"
 
 [notices]
 update_every = "4s"
@@ -104,10 +92,8 @@ class Rig:
         self.state = tmp / "state"
         metrics_port = free_port()
         config = tmp / "config.toml"
-        config.write_text(CONFIG.format(
-            state=self.state, metrics_port=metrics_port, smtp_port=smtp.port,
-            url=self.service.url, audiences=audiences(),
-        ))
+        head = daemon_head(self.state, metrics_port, smtp_port=smtp.port, reopen_within="1s")
+        config.write_text(head + CONFIG.format(url=self.service.url, audiences=audiences()))
         self.daemon = DaemonProcess(config, tmp / "daemon.log", metrics_port)
 
     def notices(self, to: str, kind: str) -> list[ReceivedMail]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from daemon_process import DaemonProcess, wait_until
+from daemon_process import DaemonProcess, daemon_head, wait_until
 from http_service import free_port
 
 from notifiers.builtin import BuiltinTickets, Ticket
@@ -36,11 +36,6 @@ LEVEL = 95.0  # the rule's `predict`: the level the ticket warns about
 DEADLINE = 30.0  # seconds of writing at most; the disk is full after about 16
 
 CONFIG = """
-[daemon]
-state_dir = "{state}"
-listen = "127.0.0.1:{metrics_port}"
-hostname = "testhost"
-
 [helpdesk]
 kind = "builtin"
 
@@ -97,7 +92,7 @@ def daemon(tmp_path: Path, tmpfs: Path) -> Iterator[DaemonProcess]:
     port = free_port()
     config = tmp_path / "config.toml"
     state = tmp_path / "state"
-    config.write_text(CONFIG.format(state=state, metrics_port=port, mount=tmpfs, level=LEVEL))
+    config.write_text(daemon_head(state, port) + CONFIG.format(mount=tmpfs, level=LEVEL))
     process = DaemonProcess(config, tmp_path / "daemon.log", port)
     process.start()
     try:

@@ -8,17 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemon_process import DaemonProcess, wait_until
+from daemon_process import DaemonProcess, daemon_head, wait_until
 from http_service import HttpService, free_port
 
 pytestmark = pytest.mark.slow
-
-HEAD = """
-[daemon]
-state_dir = "{state}"
-listen = "127.0.0.1:{metrics_port}"
-hostname = "testhost"
-"""
 
 PROBE = """
 [[probe]]
@@ -47,7 +40,7 @@ class Rig:
         self.daemon = DaemonProcess(self.config, tmp / "daemon.log", self.metrics_port)
 
     def write(self, *probes: str, extra: str = "") -> None:
-        head = HEAD.format(state=self.state, metrics_port=self.metrics_port)
+        head = daemon_head(self.state, self.metrics_port)
         blocks = [PROBE.format(name=name, url=self.service.url) for name in probes]
         self.config.write_text(head + extra + "".join(blocks) + RULE)
 

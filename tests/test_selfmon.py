@@ -15,28 +15,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from comms_parts import HEAD
+from comms_parts import HEAD, dispatcher, wire
 from smtp_server import ReceivedMail, SmtpTestServer, free_port
 
-from monitor.comms import Communicator, comms_settings
+from monitor.comms import comms_settings
 from monitor.config import (
     DELIVERY_FAILED_RULE,
     PROBE_STALE_RULE,
     ConfigError,
     parse_config,
 )
-from monitor.daemon import build_backend, build_channel, engine_settings, state_path
-from monitor.dispatcher import Dispatcher
-from monitor.engine import Engine
-from monitor.metrics import Metrics
+from monitor.daemon import build_channel
 from monitor.selfmon import (
     SELF_POLICY,
     SelfMonitor,
     with_self_rules,
 )
-from monitor.store import Store
 from notifiers.builtin import BuiltinTickets
-from notifiers.render import Renderer
 from probes.base import Sample
 
 ADMIN = "ops@example.com"
@@ -77,28 +72,17 @@ class Rig:
     """forewarn's deciding parts on one state store, the clock in the test's hands."""
 
     def __init__(self, text: str, disk_free: float = 0.5) -> None:
-        # As the daemon wires them, with the built-in self rules (comms_parts.wire has not).
+        # As the daemon wires them: with the built-in self rules, mail through [smtp].
         config = parse_config(text, "selfmon.toml")
-        self.store, self.metrics = Store(state_path(config)), Metrics()
-        rules, settings = with_self_rules(config), engine_settings(config)
-        self.engine = Engine(self.store, rules, settings, self.metrics, dict)
-        self.comms = Communicator(
-            self.store, comms_settings(config), self.metrics, self.engine.by_name.get
-        )
+        parts = wire(config, with_self_rules(config))
+        _, self.store, self.engine, self.comms, self.metrics = parts
         self.now = T0
         self.disk_free = disk_free  # the share of the state directory's disk still free
         self.web_is_down = False
         self.selfmon = SelfMonitor(
             self.store, config.daemon.state_dir, self.metrics, self._disk_usage
         )
-        self.dispatcher = Dispatcher(
-            self.store,
-            build_backend(config),
-            build_channel(config),
-            Renderer(),
-            self.metrics,
-            clock=lambda: self.now,
-        )
+        self.dispatcher = dispatcher(parts, lambda: self.now, build_channel(config))
 
     def _disk_usage(self, path: str) -> Usage:
         total = 100 * 2**30

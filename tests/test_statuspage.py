@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import requests
-from daemon_process import DaemonProcess, wait_until
+from daemon_process import DaemonProcess, daemon_head, wait_until
 from http_service import free_port
 
 from monitor.comms_config import (
@@ -630,11 +630,6 @@ CHROMIUM_ARGS = [
 ]
 
 DAEMON_CONFIG = """
-[daemon]
-state_dir = "{state}"
-listen = "127.0.0.1:{port}"
-hostname = "testhost"
-
 [helpdesk]
 kind = "builtin"
 
@@ -695,7 +690,7 @@ def daemon(tmp_path: Path, hostile_service: str) -> Iterator[str]:
     port = free_port()
     config = tmp_path / "config.toml"
     state = tmp_path / "state"
-    config.write_text(DAEMON_CONFIG.format(state=state, port=port, url=hostile_service))
+    config.write_text(daemon_head(state, port) + DAEMON_CONFIG.format(url=hostile_service))
     process = DaemonProcess(config, tmp_path / "daemon.log", port)
     process.start()
     try:

@@ -17,7 +17,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
-from daemon_process import DaemonProcess
+from daemon_process import DaemonProcess, daemon_head
 from http_service import free_port
 
 from monitor.config import load_config
@@ -25,12 +25,6 @@ from monitor.sd_notify import Watchdog, monotonic_usec, notify, socket_address
 
 ROOT = Path(__file__).parent.parent
 UNIT = ROOT / "systemd" / "forewarn.service"
-CONFIG = """
-[daemon]
-state_dir = "{state}"
-listen = "127.0.0.1:{port}"
-hostname = "testhost"
-"""
 RULE = """
 [[rule]]
 name = "load_high"
@@ -167,7 +161,7 @@ def listener(tmp_path: Path) -> Iterator[NotifySocket]:
 def test_daemon_speaks_the_notify_protocol(tmp_path: Path, listener: NotifySocket) -> None:
     port = free_port()
     config = tmp_path / "config.toml"
-    config.write_text(CONFIG.format(state=tmp_path / "state", port=port))
+    config.write_text(daemon_head(tmp_path / "state", port))
     env = {"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "1000000"}
     daemon = DaemonProcess(config, tmp_path / "daemon.log", port, env=dict(env, WATCHDOG_PID=""))
     daemon.start()
