@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from monitor import silence_cli, views
+from monitor import report, silence_cli, views
 from monitor.config import Config, ConfigError, load_config
 
 EXIT_OK = 0
@@ -126,6 +126,21 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     return views.incidents(config, args)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from monitor.daemon import state_path
+
+    config = load_or_report(find_config(args.config))
+    if config is None:
+        return EXIT_CONFIG
+    path = state_path(config)
+    if not path.exists():
+        raise views.CliError(f"no state yet at {path}: has the daemon run?")
+    try:
+        return report.run(config.rules, path, args)
+    except ValueError as exc:
+        raise views.CliError(str(exc)) from None
+
+
 def cmd_silences(args: argparse.Namespace) -> int:
     config = load_or_report(find_config(args.config))
     if config is None:
@@ -188,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     views.add_ticket_commands(sub, [config_opt, json_opt], action_opts, cmd_tickets)
     views.add_incident_commands(sub, [config_opt, json_opt], action_opts, cmd_incidents)
     silence_cli.add_commands(sub, [config_opt, json_opt], action_opts, cmd_silences)
+    report.add_command(sub, [config_opt, json_opt], cmd_report)
     return parser
 
 

@@ -34,6 +34,7 @@ from rules import (
     fingerprint,
     incident_key,
     matches,
+    past_predicted_level,
 )
 from rules.silences import MaintenanceWindow, Silence, muted
 
@@ -67,6 +68,7 @@ class Engine:
         self.lifecycle = Lifecycle(store, settings, metrics, snapshot, self._alert_of, self._mute)
         self._silences: list[Silence] = []
         self._first_tick: float | None = None
+        self._past_level: set[str] = set()  # fingerprints whose value is past `predict`
 
     def reconfigure(self, rules: Iterable[Rule], settings: EngineSettings) -> None:
         self.rules = tuple(rules)
@@ -117,16 +119,32 @@ class Engine:
         ]
         for rule, result in batch.steps:
             self._note(rule, result)
-        if writes:
+        impacts = self._impacts(batch)
+        if writes or impacts:
             with self.store.transaction() as conn:
                 for rule, result in writes:
                     self._persist(conn, result.state)
                     if result.transition is not None:
                         self._on_transition(conn, rule, result.transition, now)
+                for state in impacts:  # after the transitions: an alert may open and hit at once
+                    self.lifecycle.impact(conn, state, now)
         for _rule, result in batch.steps:
             self._alerts[result.state.fingerprint] = result.state
         self.metrics.set_alert_states(self._alerts.values())
         return sum(result.transition is not None for _rule, result in writes)
+
+    def _impacts(self, batch: _Batch) -> list[AlertState]:
+        """Firing alerts whose value has just reached the level their rule predicted: the
+        moment a warning's lead time ends (an incident closed before it was averted)."""
+        reached = []
+        for rule, result in batch.steps:
+            fp = result.state.fingerprint
+            if not past_predicted_level(rule, result.state):
+                self._past_level.discard(fp)
+            elif fp not in self._past_level:
+                self._past_level.add(fp)
+                reached.append(result.state)
+        return reached
 
     def _note(self, rule: Rule, result: Evaluation) -> None:
         for note in result.notes:

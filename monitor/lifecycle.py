@@ -121,6 +121,7 @@ class Lifecycle:
             value=_finite(alert.value),
             mute=change.mute,
             parent=d.parent_id,
+            **_detection(alert),
         )
         self.metrics.tickets.labels(action="opened").inc()
         if d.parent_id is not None:
@@ -172,6 +173,7 @@ class Lifecycle:
             episode=d.episode,
             resolved_for=d.resolved_for,
             mute=change.mute,
+            **_detection(alert),
         )
         self.metrics.tickets.labels(action="reopened").inc()
         if change.mute is not None:
@@ -289,6 +291,30 @@ class Lifecycle:
                 context,
                 now,
                 incident_id,
+            )
+
+    def impact(self, conn: sqlite3.Connection, alert: AlertState, now: float) -> None:
+        """The alert's value reached the level its rule predicted: an `impact` event on its
+        open incident, once per episode (the end of the warning's lead time)."""
+        row = conn.execute(
+            "SELECT i.id, i.opened_at FROM incident i JOIN incident_alert m ON m.incident_id = i.id"
+            " WHERE m.fingerprint = ? AND m.status = 'firing' AND i.status = 'open'",
+            (alert.fingerprint,),
+        ).fetchone()
+        if row is None:
+            return
+        seen = conn.execute(
+            "SELECT 1 FROM event WHERE incident_id = ? AND kind = 'impact' AND at >= ?",
+            (row["id"], row["opened_at"]),
+        ).fetchone()
+        if seen is None:
+            st.add_event(
+                conn,
+                row["id"],
+                now,
+                "impact",
+                value=_finite(alert.value),
+                fingerprint=alert.fingerprint,
             )
 
     # --- closing ------------------------------------------------------------------------
@@ -622,3 +648,9 @@ def _finite(value: float) -> float | None:
 
 def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
+
+
+def _detection(alert: AlertState) -> dict[str, float | None]:
+    """When the condition first held (time to detect) and the impact predicted, if any (lead
+    time): the help-desk figures read them from the opening event."""
+    return {"since": alert.active_since, "predicted_at": alert.predicted_at}

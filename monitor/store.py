@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -518,3 +519,40 @@ def acknowledge(store: Store, incident_id: int, who: str, comment: str, now: flo
             incident_id,
         )
     return True
+
+
+def record_user_report(
+    store: Store,
+    incident_id: int,
+    who: str,
+    reported_at: float,
+    note: str,
+    now: float,
+    source: str,
+) -> int | None:
+    """A user reported the incident's problem at `reported_at` (to the help desk, by phone):
+    a `user_report` event, from which "detected before a user reported it" is measured, and
+    a comment on the ticket. The event's id, or None when there is no such incident."""
+    with store.transaction() as conn:
+        row = conn.execute(
+            "SELECT parent_id, muted FROM incident WHERE id = ?", (incident_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        event_id = add_event(
+            conn,
+            incident_id,
+            now,
+            "user_report",
+            by=who,
+            reported_at=reported_at,
+            note=note,
+            source=source,
+        )
+        # A symptom's or a muted episode's ticket is not the one people work on.
+        if row["parent_id"] is None and not row["muted"]:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(reported_at))
+            text = f"Reported by a user: {who}, at {stamp}." + (f"\n\n{note}" if note else "")
+            key = f"incident:{incident_id}:event:{event_id}:ticket.comment"
+            enqueue(conn, key, "ticket.comment", {"text": text}, now, incident_id)
+    return event_id

@@ -19,6 +19,7 @@ from typing import Any
 from monitor import store as st
 from monitor.config import Config
 from monitor.daemon import state_path
+from monitor.durations import parse_duration
 from notifiers.builtin import BuiltinTickets, Ticket, TicketNotFound
 
 Handler = Callable[[argparse.Namespace], int]
@@ -183,6 +184,22 @@ def add_incident_commands(
     ack.add_argument("id", type=int)
     ack.add_argument("--by", default="", help="who acknowledges (default: $USER)")
     ack.add_argument("--comment", default="", help="added to the ticket")
+    report = isub.add_parser(
+        "report-by-user",
+        parents=action_parents,
+        help="record that a user reported this problem (for `forewarn report`)",
+        description="Record that a user reported the incident's problem (a call, a mail to "
+        "the help desk), and when: `forewarn report` measures whether forewarn was first.",
+    )
+    report.add_argument("id", type=int)
+    report.add_argument("--by", default="", help="who reported it (default: a user)")
+    report.add_argument(
+        "--at",
+        default="",
+        help="when: a time (2026-11-22T10:02, local time unless it names a zone) or how "
+        "long ago (15m); default now",
+    )
+    report.add_argument("--note", default="", help="what the user said (added to the ticket)")
 
 
 def incidents(config: Config, args: argparse.Namespace) -> int:
@@ -191,6 +208,8 @@ def incidents(config: Config, args: argparse.Namespace) -> int:
         raise CliError(f"no state yet at {path}: has the daemon run?")
     if args.action == "ack":
         return _acknowledge(path, args)
+    if args.action == "report-by-user":
+        return _user_report(path, args)
     conn = st.connect(path, readonly=True)
     try:
         if args.action == "show":
@@ -307,4 +326,41 @@ def _acknowledge(path: Any, args: argparse.Namespace) -> int:
     if not acknowledged:
         raise CliError(f"incident {args.id} does not exist, is not open or is already acknowledged")
     print(f"incident {args.id} acknowledged by {who}", file=sys.stdout)
+    return 0
+
+
+def reported_moment(text: str, now: float) -> float:
+    """`--at`: empty is now, a duration is that long ago, else an ISO time (local unless it
+    names a zone); ValueError with a hint, also for a time in the future."""
+    if not text:
+        return now
+    try:
+        moment = now - parse_duration(text)
+    except ValueError:
+        try:
+            moment = datetime.fromisoformat(text).timestamp()  # naive: local time
+        except ValueError:
+            raise ValueError(
+                f"--at {text!r}: give a time (2026-11-22T10:02) or how long ago (15m)"
+            ) from None
+    if moment > now + 1:
+        raise ValueError(f"--at {text!r} is in the future")
+    return moment
+
+
+def _user_report(path: Any, args: argparse.Namespace) -> int:
+    now = time.time()
+    try:
+        moment = reported_moment(args.at, now)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    who = args.by or "a user"
+    store = st.Store(path)
+    try:
+        recorded = st.record_user_report(store, args.id, who, moment, args.note, now, "cli")
+    finally:
+        store.close()
+    if recorded is None:
+        raise CliError(f"no incident {args.id}")
+    print(f"incident {args.id}: report by {who} at {when(moment)} recorded")
     return 0

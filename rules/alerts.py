@@ -48,6 +48,13 @@ def matches(rule: Rule, sample: Sample) -> bool:
     return rule.probe is None or sample.labels.get("probe") == rule.probe
 
 
+def past_predicted_level(rule: Rule, state: AlertState) -> bool:
+    """Whether a firing alert's value reached the level its rule predicts (the impact)."""
+    if rule.predict is None or state.phase is not Phase.FIRING or math.isnan(state.value):
+        return False
+    return state.value <= rule.predict if rule.predict_falling else state.value >= rule.predict
+
+
 def evaluate(rule: Rule, previous: AlertState | None, sample: Sample, now: float) -> Evaluation:
     """Step the alert of `rule` on the labels of `sample` to `now`."""
     notes: list[str] = []
