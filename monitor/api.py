@@ -1,10 +1,11 @@
 """The HTTP API under /api/v1, on the daemon's one HTTP server (`monitor.web`) next to /metrics.
 
 Reads: health, alerts, incidents (one with its events, notices and escalation steps), tickets,
-silences, and this API's own OpenAPI description (`monitor/openapi.json`, kept in step with
-ENDPOINTS by a test). Writes: acknowledge or resolve an incident, add or expire a silence, and
+silences, the help-desk report (`forewarn report --json`), and this API's own OpenAPI
+description (`monitor/openapi.json`, kept in step with ENDPOINTS by a test). Writes: acknowledge
+or resolve an incident, record a user's report of one, add or expire a silence, and
 Alertmanager's webhook. The reads and writes are the command line's own (`monitor.views`,
-`monitor.silence_cli`, `monitor.store.acknowledge`), so both say and check the same.
+`monitor.silence_cli`, `monitor.report`, `monitor.store`), so both say and check the same.
 
 A request is checked in this order, and the first problem is the answer: the path (404), the
 method (405, with Allow), the token (401 without one, 403 with a wrong one, 403 for every
@@ -30,7 +31,7 @@ import math
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
@@ -40,6 +41,7 @@ from urllib.parse import parse_qsl
 
 from monitor import store as st
 from monitor.api_config import ApiConfig
+from monitor.report import DEFAULT_SINCE, build_summary, parse_since, summary_json
 from monitor.resolution import Refused, resolve_by_hand
 from monitor.silence_cli import (
     add_silence,
@@ -54,7 +56,7 @@ from monitor.silence_cli import (
 )
 from monitor.views import CliError, incident_detail, incident_rows
 from monitor.web import JSON, Request, Response
-from rules.model import AlertState, Phase
+from rules.model import AlertState, Phase, Rule
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,9 @@ __all__ = ["ENDPOINTS", "PREFIX", "AlertmanagerSink", "Api"]
 PREFIX = "/api/v1"
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
 MAX_TEXT = 4096  # characters of a name, comment or matcher
+MAX_REPORTER, MAX_NOTE = 200, 2000  # characters of a user report's `by` and `note`
+# A user report a moment ahead of our clock is a client's clock running fast, not the future.
+CLOCK_SLACK = 1.0
 MAX_MATCHERS = 64
 MAX_QUERY_FIELDS = 16
 BODY_SECONDS = 30.0  # the time a client has to send its whole body
@@ -132,7 +137,8 @@ class Api:
     """Answers every request under /api/v1 (a `monitor.web.ApiHandler`).
 
     `wake` is called after every write (the dispatcher: outbox rows may be waiting);
-    `stale_probes(now)` names the probes that missed their schedule (for health).
+    `stale_probes(now)` names the probes that missed their schedule (for health);
+    `rules()` gives the rules running now, whose settings the report's suggestions start from.
     The daemon sets `alertmanager_sink`; until then the webhook answers 503.
     """
 
@@ -143,12 +149,14 @@ class Api:
         *,
         wake: Callable[[], None] = lambda: None,
         stale_probes: Callable[[float], list[str]] = lambda now: [],
+        rules: Callable[[], Iterable[Rule]] = lambda: (),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.settings = settings  # replaced as a whole on reload
         self.wake = wake
         self.stale_probes = stale_probes
+        self.rules = rules
         self.clock = clock
         self.started = clock()
         self.alertmanager_sink: AlertmanagerSink | None = None
@@ -339,15 +347,15 @@ def _fields(body: Any, known: set[str]) -> dict[str, Any]:
     return body
 
 
-def _text(value: Any, name: str, required: bool = True) -> str:
+def _text(value: Any, name: str, required: bool = True, longest: int = MAX_TEXT) -> str:
     if value is None and not required:
         return ""
     if not isinstance(value, str):
         raise _invalid(name, "required" if value is None else "expected a string")
     if required and not value.strip():
         raise _invalid(name, "must not be blank")
-    if len(value) > MAX_TEXT:
-        raise _invalid(name, f"longer than {MAX_TEXT} characters")
+    if len(value) > longest:
+        raise _invalid(name, f"longer than {longest} characters")
     if _CONTROL.search(value):
         raise _invalid(name, "holds control characters")
     try:
@@ -521,6 +529,32 @@ def _incident_detail(api: Api, incident_id: int) -> dict[str, Any]:
     }
 
 
+def _report(api: Api, call: Call) -> Response:
+    """`forewarn report --json` of the episodes opened in [since, now)."""
+    with_episodes = _query_flag(call.query, "episodes")
+    text = call.query.get("since")
+    since = call.now - DEFAULT_SINCE if text is None else _since(text, call.now)
+    with api.reading() as conn:
+        summary = build_summary(conn, since, call.now, api.rules())
+    return _json(summary_json(summary, with_episodes))
+
+
+def _since(text: str, now: float) -> float:
+    try:
+        since = parse_since(text, now)
+    except (ValueError, OverflowError):
+        since = math.nan  # not on the calendar either: one message for both
+    if not on_calendar(since):
+        raise _invalid(
+            "since",
+            f"{text!r} is not a duration back from now (30d, 12h) or a date "
+            "(2026-11-01, 2026-11-01T08:00Z)",
+        )
+    if since > now:
+        raise _invalid("since", f"{text!r} is in the future")
+    return since
+
+
 def _tickets(api: Api, call: Call) -> Response:
     status = _choice(call.query, "status", ("open", "resolved", "all"))
     where = "" if status == "all" else " WHERE i.status = ?"
@@ -595,6 +629,29 @@ def _resolve(api: Api, call: Call) -> Response:
         raise ApiError(status, str(exc)) from None
     log.info("incident %d resolved by %s (API)", incident_id, by)
     return _json(_incident_detail(api, incident_id))
+
+
+def _user_report(api: Api, call: Call) -> Response:
+    incident_id = _id(call.params["id"], "incident")
+    body = _fields(call.body, {"by", "at", "note"})
+    by = _text(body.get("by"), "by", longest=MAX_REPORTER)
+    note = _text(body.get("note"), "note", False, longest=MAX_NOTE)
+    reported_at = _reported_at(body.get("at"), call.now)
+    event = st.record_user_report(api.store, incident_id, by, reported_at, note, call.now, "api")
+    if event is None:
+        raise ApiError(HTTPStatus.NOT_FOUND, f"no incident {incident_id}")
+    log.info("incident %d reported by a user, %s (API)", incident_id, by)
+    answer = {"incident": incident_id, "event": event, "reported_at": reported_at}
+    return _json(answer, HTTPStatus.CREATED)
+
+
+def _reported_at(value: Any, now: float) -> float:
+    if value is None:
+        return now
+    moment = _instant(value, "at")
+    if moment > now + CLOCK_SLACK:
+        raise _invalid("at", "must not be in the future")
+    return moment
 
 
 def _add_silence(api: Api, call: Call) -> Response:
@@ -699,6 +756,8 @@ ENDPOINTS = (
     Endpoint("GET", f"{PREFIX}/incidents/{{id}}", _incident),
     Endpoint("POST", f"{PREFIX}/incidents/{{id}}/ack", _acknowledge),
     Endpoint("POST", f"{PREFIX}/incidents/{{id}}/resolve", _resolve),
+    Endpoint("POST", f"{PREFIX}/incidents/{{id}}/user-reports", _user_report),
+    Endpoint("GET", f"{PREFIX}/report", _report, frozenset({"since", "episodes"})),
     Endpoint("GET", f"{PREFIX}/tickets", _tickets, frozenset({"status", "limit"})),
     Endpoint("GET", f"{PREFIX}/silences", _silences, frozenset({"all"})),
     Endpoint("POST", f"{PREFIX}/silences", _add_silence),

@@ -20,6 +20,7 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from probes.base import Sample
+from rules.figures import BLIP
 from rules.model import AlertState, Phase
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,25 @@ def _kind(name: str, labels: list[str]) -> str:
     return "counter" if name.endswith("_total") else "gauge"
 
 
+# Help-desk times, from a ticket created at once (a second) to an outage fixed the next day.
+HELP_DESK_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400)
+# rules.figures.Episode's durations, each exported as forewarn_incident_<figure>_seconds.
+INCIDENT_TIMES = {
+    "time_to_detect": "Time from an incident episode's first failing sample to its alert firing"
+    " (the episode opened), in seconds.",
+    "time_to_ticket": "Time from an incident episode's opening to its ticket created or reopened"
+    " in the help desk, in seconds.",
+    "time_to_first_notice": "Time from an incident episode's opening to its first user notice"
+    " delivered, in seconds.",
+    "time_to_acknowledge": "Time from an incident episode's opening to a person acknowledging"
+    " it, in seconds.",
+    "time_to_resolve": "Time from an incident episode's opening to its resolution, in seconds.",
+    "lead_time": "Time from a predicted episode's opening to its value reaching the predicted"
+    " level, in seconds (0 when the level was reached first).",
+}
+_ONCE = " At most one observation per episode; symptoms of another incident are left out."
+
+
 def _help(metric: str, export: Export) -> str:
     unit = next((u for end, u in _UNITS if export.name.endswith(end)), None)
     what = unit or "no unit (a count, a state or a 0/1 flag)"
@@ -207,6 +227,73 @@ class Metrics:
         )
         self.up = Gauge("forewarn_up", "1 while the daemon runs.", registry=r)
         self.up.set(1)
+        self._add_help_desk_figures()
+
+    def _add_help_desk_figures(self) -> None:
+        """The figures of `forewarn report`, as episodes become known (monitor.figures_metrics)."""
+        r = self.registry
+        self.incident_times = {
+            figure: Histogram(
+                f"forewarn_incident_{figure}_seconds",
+                text + _ONCE,
+                registry=r,
+                buckets=HELP_DESK_BUCKETS,
+            )
+            for figure, text in INCIDENT_TIMES.items()
+        }
+        self.incident_episodes = Counter(
+            "forewarn_incident_episodes",
+            "Incident episodes opened, symptoms of another incident left out; recurrence is"
+            " true for a reopen of an earlier episode.",
+            ["rule", "recurrence"],
+            registry=r,
+        )
+        self.incidents_resolved = Counter(
+            "forewarn_incidents_resolved",
+            "Incident episodes resolved, by forewarn (the problem went away) or by a person.",
+            ["rule", "by"],
+            registry=r,
+        )
+        self.escalations_reached = Counter(
+            "forewarn_incident_escalations_reached",
+            "Incident episodes that reached an escalation step (1-based), once per step reached:"
+            " an episode at step 2 counts under step 1 and step 2.",
+            ["rule", "step"],
+            registry=r,
+        )
+        self.predictions = Counter(
+            "forewarn_predictions",
+            "Episodes opened on a prediction, by outcome: averted (resolved before the"
+            " predicted level), warned (the level reached after the warning) or late.",
+            ["rule", "outcome"],
+            registry=r,
+        )
+        self.user_reports = Counter(
+            "forewarn_user_reports",
+            "Incident episodes users reported, once at the first report: first is forewarn"
+            " when the episode opened before the report, user when the user was first.",
+            ["rule", "first"],
+            registry=r,
+        )
+        self.incident_blips = Counter(
+            "forewarn_incident_blips",
+            f"Incident episodes gone by themselves within {BLIP:.0f} s, unacknowledged, with no"
+            " impact and no user report (likely noise), counted at resolution.",
+            ["rule"],
+            registry=r,
+        )
+        self.incident_tier1 = Counter(
+            "forewarn_incident_tier1",
+            "Incident episodes resolved with no escalation, counted at resolution: a later"
+            " recurrence does not take it back (the report's tier-1 share does).",
+            ["rule"],
+            registry=r,
+        )
+        self.figure_errors = Counter(
+            "forewarn_figure_errors",
+            "Reads of the event log for the help-desk figures that failed.",
+            registry=r,
+        )
 
     def watch_store(
         self, open_incidents: Callable[[], float], outbox: Callable[[float], tuple[int, float, int]]

@@ -123,7 +123,7 @@ def fmt_duration(seconds: float | None) -> str:
     if value < 60:
         return f"{sign}{value:.0f} s"
     parts = (("d", 86_400), ("h", 3_600), ("min", 60), ("s", 1))
-    whole, shown = round(value), []
+    whole, shown = round(value), list[str]()
     for unit, size in parts:
         count, whole = divmod(whole, size)
         if count or shown:

@@ -166,11 +166,10 @@ class Episode:
     @property
     def caught_first(self) -> bool | None:
         """Whether forewarn warned before users were hit: None when nothing tells."""
-        if self.averted:
-            return True
         moments = [m for m in (self.impact_at, self.first_user_report) if m is not None]
         if not moments:
-            return None
+            return True if self.averted else None
+        # Averted or not, a user who reported it before the warning was first.
         return self.opened_at < min(moments)
 
     @property
@@ -274,21 +273,30 @@ def _episode_in_key(event: Event) -> int | None:
 
 
 def _reported_at(event: Event) -> float:
-    return _number(event.detail.get("reported_at")) or event.at
+    reported = _number(event.detail.get("reported_at"))
+    return event.at if reported is None else reported
 
 
 def _with_reports(ordered: list[Episode], reports: list[float]) -> list[Episode]:
-    """Each user report goes to the last episode opened before it (the first if none was)."""
+    """Each user report goes to the episode it speaks of (see `_reported_episode`)."""
     if not ordered or not reports:
         return ordered
     by_episode: dict[int, list[float]] = {}
     for moment in reports:
-        index = max((i for i, ep in enumerate(ordered) if ep.opened_at <= moment), default=0)
-        by_episode.setdefault(index, []).append(moment)
+        by_episode.setdefault(_reported_episode(ordered, moment), []).append(moment)
     return [
         replace(ep, user_reports=tuple(sorted(by_episode[i]))) if i in by_episode else ep
         for i, ep in enumerate(ordered)
     ]
+
+
+def _reported_episode(ordered: Sequence[Episode], moment: float) -> int:
+    """The index of the episode open at `moment`; else of the next one to open (the user
+    noticed the problem before forewarn did); else of the last one (a late report)."""
+    for index, ep in enumerate(ordered):
+        if moment < ep.opened_at or ep.resolved_at is None or moment <= ep.resolved_at:
+            return index
+    return len(ordered) - 1
 
 
 def _number(value: Any) -> float | None:
@@ -630,7 +638,11 @@ def _longer_for(eps: Sequence[Episode], tuning: RuleTuning) -> Suggestion | None
         return None
     held = [tuning.for_seconds + length for length in blips]
     proposed = nice_ceiling(_percentile(held, 0.9))
-    spared = sum(h < proposed for h in held)
+    if proposed <= tuning.for_seconds:
+        return None
+    # A condition seen for `held` seconds, then gone at the next sample, never lasts a `for`
+    # of `held`: the blip would have stayed pending.
+    spared = sum(h <= proposed for h in held)
     return Suggestion("for", proposed, spared, len(eps), tuning.for_seconds)
 
 
@@ -640,8 +652,13 @@ def _hold_down(eps: Sequence[Episode], tuning: RuleTuning) -> Suggestion | None:
     resolved = sum(e.resolved for e in eps)
     if len(gaps) < 2 or not resolved or len(gaps) / resolved < RECURRENCE_SHARE_FOR_ADVICE:
         return None
-    proposed = max(nice_ceiling(_percentile(gaps, 0.9)), tuning.keep_firing_for)
-    spared = sum(gap < proposed for gap in gaps)
+    # An episode resolves only after the current hold-down, so the problem was gone for
+    # (at most) that plus the time it stayed resolved.
+    gone = [tuning.keep_firing_for + gap for gap in gaps]
+    proposed = nice_ceiling(_percentile(gone, 0.9))
+    if proposed <= tuning.keep_firing_for:
+        return None
+    spared = sum(g <= proposed for g in gone)
     return Suggestion("keep_firing_for", proposed, spared, len(gaps), tuning.keep_firing_for)
 
 

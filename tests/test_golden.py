@@ -236,7 +236,8 @@ class Run:
         for key, value in sorted(detail.items()):
             if value is None or value is False:
                 continue
-            parts.append(f"{key}={_shown(key, value)}")
+            shown = self._relative(value) if key in _INSTANTS else _shown(key, value)
+            parts.append(f"{key}={shown}")
         return " ".join(parts)
 
     def _alias_of_member(self, incident_id: int, labels: dict[str, str]) -> str:
@@ -275,6 +276,9 @@ def _about(context: Mapping[str, Any]) -> tuple[str, dict[str, str]] | None:
         if key in context:
             return context[key]["rule"], context[key]["labels"]
     return None
+
+
+_INSTANTS = ("since", "predicted_at")  # epoch seconds in event details, shown from the start
 
 
 def _shown(key: str, value: Any) -> str:
