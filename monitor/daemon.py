@@ -30,6 +30,7 @@ from monitor.config import (
 )
 from monitor.dispatcher import Dispatcher
 from monitor.engine import Engine, EngineSettings
+from monitor.figures_metrics import FigureExporter
 from monitor.logs import config_secrets, redact_also
 from monitor.metrics import Metrics
 from monitor.scheduler import ProbeScheduler, ScheduledProbe
@@ -162,6 +163,8 @@ class Daemon:
             lambda name: self.engine.by_name.get(name),
         )
         self.dispatcher.apprise_targets = apprise_targets(self.comms.settings)
+        # Built once: a reload keeps its cursor, so no event is observed twice.
+        self.figures = FigureExporter(self.store, self.metrics)
         self.scheduler = ProbeScheduler(self._receive, self.metrics)
         self.sync = SyncLoop(
             HelpdeskSync(self.store, backend, routes=routes),
@@ -176,7 +179,11 @@ class Daemon:
         from monitor.api import Api
 
         self.api = Api(
-            self.store, config.api, wake=self.dispatcher.wake, stale_probes=self.stale_probes
+            self.store,
+            config.api,
+            wake=self.dispatcher.wake,
+            stale_probes=self.stale_probes,
+            rules=lambda: self.engine.rules,  # the running ones, after a reload too
         )
         self.api.alertmanager_sink = self.receive_alertmanager
 
@@ -261,10 +268,12 @@ class Daemon:
             log.exception("could not evaluate %d samples", len(batch))
 
     def _tick(self, now: float) -> None:
-        """Once a second: the dead-man samples, stale series, and mutes that ended."""
+        """Once a second: the dead-man samples, stale series, mutes that ended, and (every
+        few seconds) the help-desk figures."""
         if now - self._last_tick < TICK:
             return
         self._last_tick = now
+        self.figures.tick(now)  # never raises: a failure is logged and counted
         try:
             samples = [*self._staleness(now), self._dead_deliveries(now)]
             samples += self.selfmon.samples(now)  # outbox age, failing channels, free space

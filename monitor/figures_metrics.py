@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Container, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -29,9 +29,10 @@ log = logging.getLogger(__name__)
 
 POLL_EVERY = 2.0  # seconds between reads of the log: one indexed query when nothing happened
 BATCH = 5_000  # events per read: a backlog is worked off over several polls
-# Memory of what was observed is bounded by time, not by count: an episode is forgotten once it
-# has been resolved this long, and one resolved longer ago is not observed again. The price: a
-# figure that becomes known a day after the fix (a late user report) is left to the report.
+# Memory of what was observed is bounded by time, not by count (an LRU could forget an open
+# episode and count it again): an episode is forgotten, and no longer observed, once it has
+# been resolved this long. A figure known only a day after the fix (a late user report) is
+# left to the report.
 RETAIN = 86_400.0
 _DURATIONS = tuple(figure for figure in INCIDENT_TIMES if figure != "lead_time")
 _STEP = "step:"
@@ -110,7 +111,7 @@ class FigureExporter:
                 self._seen[(ep.incident_id, ep.episode)] = _Seen(marks(ep), ep.resolved_at)
 
     def _observe_all(self, episodes: Iterable[Episode], now: float) -> None:
-        for ep in _counted(episodes, now - RETAIN, self._seen):
+        for ep in _counted(episodes, now - RETAIN):
             key = (ep.incident_id, ep.episode)
             seen = self._seen.get(key, _Seen(frozenset(), None))
             known = marks(ep)
@@ -177,14 +178,10 @@ def marks(ep: Episode) -> frozenset[str]:
     return frozenset(known)
 
 
-def _counted(
-    episodes: Iterable[Episode], horizon: float, remembered: Container[EpisodeKey] = ()
-) -> Iterator[Episode]:
-    """The episodes whose figures count: no symptom, and none resolved before `horizon` that
-    is not `remembered` (forgotten, or known before the start: observed already)."""
+def _counted(episodes: Iterable[Episode], horizon: float) -> Iterator[Episode]:
+    """The episodes whose figures count: no symptom, none resolved before `horizon`."""
     for ep in episodes:
-        old = ep.resolved_at is not None and ep.resolved_at < horizon
-        if not ep.symptom and (not old or (ep.incident_id, ep.episode) in remembered):
+        if not ep.symptom and (ep.resolved_at is None or ep.resolved_at >= horizon):
             yield ep
 
 

@@ -117,20 +117,30 @@ def fmt_duration(seconds: float | None) -> str:
     `–` when unknown. Negative durations keep their sign (the user was first)."""
     if seconds is None or not math.isfinite(seconds):
         return "–"
-    sign, value = ("-" if seconds < 0 else ""), abs(seconds)
-    if value < 10:
-        return f"{sign}{value:.2f} s"
-    if value < 60:
-        return f"{sign}{value:.0f} s"
-    parts = (("d", 86_400), ("h", 3_600), ("min", 60), ("s", 1))
-    whole, shown = round(value), list[str]()
-    for unit, size in parts:
-        count, whole = divmod(whole, size)
-        if count or shown:
-            shown.append(f"{count} {unit}")
-        if len(shown) == 2:
-            break
-    return sign + " ".join(p for p in shown if not p.startswith("0 ")) or f"{sign}0 s"
+    # Rounded first, so that 59.6 s reads `1 min`, not `60 s`, and 9.996 s `10 s`.
+    hundredths = round(abs(seconds), 2)
+    if hundredths == 0:
+        return "0 s"
+    sign = "-" if seconds < 0 else ""
+    if hundredths < 10:
+        return f"{sign}{hundredths:.2f} s"
+    return sign + _two_units(round(abs(seconds)))
+
+
+_UNITS = (("d", 86_400), ("h", 3_600), ("min", 60), ("s", 1))
+
+
+def _two_units(whole: int) -> str:
+    """Whole seconds in the largest unit they reach and the next one, unless that is 0."""
+    index = next(i for i, (_, size) in enumerate(_UNITS) if whole >= size)
+    unit, size = _UNITS[index]
+    count, rest = divmod(whole, size)
+    shown = f"{count} {unit}"
+    if index + 1 < len(_UNITS):
+        next_unit, next_size = _UNITS[index + 1]
+        if rest // next_size:
+            shown += f" {rest // next_size} {next_unit}"
+    return shown
 
 
 def fmt_share(value: float | None) -> str:
@@ -176,7 +186,8 @@ def headline(summary: Summary) -> list[tuple[str, str]]:
     figures += [
         ("predicted", str(p.predicted)),
         ("averted", str(p.averted)),
-        ("warned before impact", fmt_part(p.warned_before_impact, p.predicted - p.averted)),
+        # Out of those that reached the level: an open one that has not yet tells nothing.
+        ("warned before impact", fmt_part(p.warned_before_impact, p.lead_time.count)),
         ("median lead time", fmt_duration(p.lead_time.median)),
         ("user-reported", str(p.user_reported)),
         ("detected before the user", fmt_part(p.detected_before_user, p.user_reported)),
@@ -363,10 +374,23 @@ def add_command(sub: Any, parents: list[argparse.ArgumentParser], handler: Any) 
     report.set_defaults(func=handler)
 
 
+def _window_start(text: str, now: float) -> float:
+    """`--since` for the command: ValueError also for a window that is empty or off the
+    calendar (a future date, `99999999w`), which `parse_since` lets its callers judge."""
+    since = parse_since(text, now)
+    if since > now:
+        raise ValueError(f"--since {text!r} is in the future")
+    try:
+        fmt_moment(since)
+    except (OverflowError, ValueError, OSError):
+        raise ValueError(f"--since {text!r} reaches back before the calendar") from None
+    return since
+
+
 def run(config_rules: Iterable[Rule], path: Any, args: argparse.Namespace) -> int:
     """The `report` command on the state file at `path`: 0, or raise ValueError to print."""
     until = time.time()
-    since = parse_since(args.since, until)
+    since = _window_start(args.since, until)
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     try:
         summary = build_summary(conn, since, until, config_rules)

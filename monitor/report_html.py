@@ -33,14 +33,27 @@ from rules.figures import Breakdown, Episode, RuleNoise, Stat, Summary, nice_cei
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Chart", "Shape", "Words", "charts", "render_html", "report_context", "write_html"]
+__all__ = [
+    "Chart",
+    "Shape",
+    "Words",
+    "charts",
+    "lead_chart",
+    "render_html",
+    "report_context",
+    "response_chart",
+    "rules_chart",
+    "tables",
+    "trend_chart",
+    "write_html",
+]
 
 TEMPLATE = "report/report.html.j2"
 TOP_RULES = 10  # as many as the terminal's "Top rules"
 LEAD_EPISODES = 40  # the latest predicted episodes in the lead-time chart
 WIDTH = 420.0  # SVG user units; the page scales a chart to its column
 NAME_CHARS = 52  # a row label longer than this is cut (the tooltip has it whole)
-ROW_GAP, LANE, LANE_GAP, TEXT_LINE = 8.0, 11.0, 3.0, 16.0
+ROW_GAP, LANE, LANE_GAP, TEXT_LINE = 8.0, 11.0, 3.0, 18.0
 
 
 # --- charts as data ------------------------------------------------------------------------------
@@ -131,7 +144,7 @@ def _plural(count: int, word: str) -> str:
 
 # --- (a) the weekly trend ------------------------------------------------------------------------
 
-_TREND = _Frame(left=34.0, top=30.0, right=WIDTH - 62.0, bottom=190.0)
+_TREND = _Frame(left=34.0, top=30.0, right=WIDTH - 72.0, bottom=190.0)
 
 
 def trend_chart(weeks: Sequence[Breakdown]) -> Chart:
@@ -234,7 +247,9 @@ def _runs(points: Sequence[tuple[float, float] | None]) -> list[str]:
 def _count_labels(frame: _Frame, ticks: Sequence[int]) -> list[Words]:
     labels = [Words(0.0, 14.0, "incidents", css="caption")]
     for tick in ticks:
-        labels.append(Words(frame.left - 5, frame.y(tick / ticks[-1]) + 4, str(tick), "end"))
+        labels.append(
+            Words(frame.left - 5, frame.y(tick / ticks[-1]) + 4, str(tick), "end", "tick")
+        )
     return labels
 
 
@@ -244,7 +259,7 @@ def _duration_labels(frame: _Frame, top: float | None) -> list[Words]:
         return labels
     for fraction in (0.5, 1.0):
         text = fmt_duration(top * fraction)
-        labels.append(Words(frame.right + 5, frame.y(fraction) + 4, text))
+        labels.append(Words(frame.right + 5, frame.y(fraction) + 4, text, css="tick"))
     return labels
 
 
@@ -272,7 +287,7 @@ def _row_chart(
     words: list[Words] = []
     y = 0.0
     for row in rows:
-        words.append(Words(0.0, y + TEXT_LINE - 4, _clip(row.text)))
+        words.append(Words(0.0, y + TEXT_LINE - 5, _clip(row.text)))
         shapes += _row_shapes(row, y + TEXT_LINE)
         y += TEXT_LINE + row.lanes * (LANE + LANE_GAP) + ROW_GAP
     return Chart(name, title, label, _r(y), tuple(shapes), tuple(words), tuple(legend))
@@ -352,7 +367,8 @@ def lead_chart(episodes: Sequence[Episode]) -> Chart:
     shown = list(episodes)[-LEAD_EPISODES:]
     leads = [e.lead_time for e in shown if e.lead_time is not None]
     ahead, behind = max([*leads, 0.0]), max([*(-lead for lead in leads), 0.0])
-    span, zero = (ahead + behind) or 1.0, behind / ((ahead + behind) or 1.0)
+    span = (ahead + behind) or 1.0
+    zero = behind / span  # where the warning is: right of it, forewarn was ahead
     rows = [_lead_row(e, zero, span) for e in shown]
     label = (
         f"Lead time of the latest {_plural(len(rows), 'predicted episode')}: from the warning "
@@ -362,6 +378,7 @@ def lead_chart(episodes: Sequence[Episode]) -> Chart:
         ("c-lead", "warned before the impact"),
         ("c-late", "impact came first"),
         ("c-averted", "averted: resolved before the impact"),
+        ("c-pending", "no impact yet, still open"),
     )
     chart = _row_chart("lead", "Lead time per predicted episode", label, rows, legend)
     line = Shape("line", "axis", points=f"{_r(zero * WIDTH)},0 {_r(zero * WIDTH)},{chart.height}")
@@ -397,7 +414,9 @@ def charts(summary: Summary) -> list[Chart]:
 # --- tables, as the terminal shows them ----------------------------------------------------------
 
 
-def _table(name: str, caption: str, headers: Sequence[str], rows: Any) -> dict[str, Any]:
+def _table(
+    name: str, caption: str, headers: Sequence[str], rows: Iterable[list[str]]
+) -> dict[str, Any]:
     return {"name": name, "caption": caption, "headers": list(headers), "rows": list(rows)}
 
 
@@ -475,7 +494,7 @@ def figure_groups(summary: Summary) -> list[tuple[str, list[tuple[str, str]]]]:
     first, last = places[0], places[-1] + 1
     return [
         ("Incidents", figures[:first]),
-        ("Response times", figures[first:last]),
+        ("Median and mean times", figures[first:last]),
         ("Ahead of users", figures[last:]),
     ]
 

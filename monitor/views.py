@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sqlite3
 import sys
 import time
@@ -196,8 +197,8 @@ def add_incident_commands(
     report.add_argument(
         "--at",
         default="",
-        help="when: a time (2026-11-22T10:02, local time unless it names a zone) or how "
-        "long ago (15m); default now",
+        help="when: a time today (10:02), a date and time (2026-11-22T10:02; local time "
+        "unless it names a zone) or how long ago (15m); default now",
     )
     report.add_argument("--note", default="", help="what the user said (added to the ticket)")
 
@@ -338,14 +339,23 @@ def reported_moment(text: str, now: float) -> float:
         moment = now - parse_duration(text)
     except ValueError:
         try:
-            moment = datetime.fromisoformat(text).timestamp()  # naive: local time
+            moment = _clock_or_iso(text, now)
         except ValueError:
             raise ValueError(
-                f"--at {text!r}: give a time (2026-11-22T10:02) or how long ago (15m)"
+                f"--at {text!r}: give a time (10:02, 2026-11-22T10:02) or how long ago (15m)"
             ) from None
     if moment > now + 1:
         raise ValueError(f"--at {text!r} is in the future")
     return moment
+
+
+def _clock_or_iso(text: str, now: float) -> float:
+    """`10:02` is today at that local time; anything else is an ISO time (naive: local)."""
+    if re.fullmatch(r"\d{1,2}:\d{2}(:\d{2})?", text):
+        hour, rest = text.split(":", 1)
+        today = datetime.fromtimestamp(now).date().isoformat()
+        return datetime.fromisoformat(f"{today}T{int(hour):02d}:{rest}").timestamp()
+    return datetime.fromisoformat(text).timestamp()
 
 
 def _user_report(path: Any, args: argparse.Namespace) -> int:
