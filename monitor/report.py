@@ -158,6 +158,12 @@ def fmt_moment(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def window_text(summary: Summary) -> str:
+    """`2026-11-01 00:00 UTC to 2026-11-22 10:00 UTC (21 d 10 h)`."""
+    length = fmt_duration(summary.until - summary.since)
+    return f"{fmt_moment(summary.since)} to {fmt_moment(summary.until)} ({length})"
+
+
 def fmt_number(value: float | None) -> str:
     return "–" if value is None else f"{value:.1f}"
 
@@ -222,11 +228,7 @@ def suggestion_text(rule: str, s: Suggestion) -> str:
 
 
 def text_report(summary: Summary) -> str:
-    days = (summary.until - summary.since) / 86_400
-    lines = [
-        f"forewarn report: {fmt_moment(summary.since)} to {fmt_moment(summary.until)} "
-        f"({days:.1f} days)",
-    ]
+    lines = [f"forewarn report: {window_text(summary)}"]
     if summary.symptoms:
         lines.append(f"({summary.symptoms} symptom(s) of other incidents left out)")
     if not summary.rates.incidents:

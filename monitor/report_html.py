@@ -23,10 +23,10 @@ from monitor.report import (
     TIMES,
     fmt_duration,
     fmt_moment,
-    fmt_number,
     fmt_share,
     headline,
     suggestion_text,
+    window_text,
 )
 from notifiers.render import Renderer
 from rules.figures import Breakdown, Episode, RuleNoise, Stat, Summary, nice_ceiling
@@ -545,11 +545,8 @@ def _tags(episode: Episode) -> list[str]:
 
 def report_context(summary: Summary, generated_at: float) -> dict[str, Any]:
     """Everything the template shows, as texts and chart coordinates."""
-    days = (summary.until - summary.since) / 86_400
     return {
-        "since": fmt_moment(summary.since),
-        "until": fmt_moment(summary.until),
-        "days": fmt_number(days),
+        "window": window_text(summary),
         "generated": fmt_moment(generated_at),
         "symptoms": summary.symptoms,
         "empty": not summary.rates.incidents,

@@ -295,7 +295,7 @@ def test_report_prints_each_section_with_the_figures_by_hand(rig: Rig) -> None:
     text = rig.report("--since", "7d")
 
     assert text.startswith("forewarn report: ")
-    assert "(7.0 days)" in text.splitlines()[0]
+    assert "(7 d)" in text.splitlines()[0]
     assert "(1 symptom(s) of other incidents left out)" in text
     for section in (
         "Incidents",

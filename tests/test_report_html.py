@@ -26,6 +26,8 @@ UNTIL = SINCE + 30 * DAY
 GENERATED = UNTIL + 5.0
 PROBE_OUTPUT = "<script>window.__pwned=1</script>"
 
+WINDOW = "2027-01-06 00:00 UTC to 2027-02-05 00:00 UTC (30 d)"  # of the summaries below
+
 
 def episode(incident_id: int, rule: str, opened: float, **changes: Any) -> Episode:
     base = Episode(
@@ -180,8 +182,8 @@ def test_the_page_shows_the_window_and_when_it_was_made(summary: Summary) -> Non
     page = render_html(summary, GENERATED)
     first_line = text_report(summary).splitlines()[0]
 
-    assert "2027-01-06 00:00 UTC to 2027-02-05 00:00 UTC (30.0 days)" in first_line
-    assert "2027-01-06 00:00 UTC to 2027-02-05 00:00 UTC (30.0 days)" in page
+    assert WINDOW in first_line
+    assert WINDOW in page
     assert "Generated 2027-02-05 00:00 UTC" in page
     assert "(1 symptom(s) of other incidents left out)" in page
 
@@ -350,7 +352,7 @@ def test_the_page_loads_without_an_error_and_fetches_only_itself(
 
     assert seen.problems == []
     assert seen.fetched == [seen.url]
-    assert seen.page.title() == "forewarn report: 2027-01-06 00:00 UTC to 2027-02-05 00:00 UTC"
+    assert seen.page.title() == f"forewarn report: {WINDOW}"
     assert seen.page.locator("script").count() == 0
 
 
