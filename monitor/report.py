@@ -276,22 +276,27 @@ def _section(title: str, figures: dict[str, str], labels: Sequence[str]) -> list
     return ["", title] + [f"  {label:<{width}}  {figures[label]}" for label in labels]
 
 
-def _times_table(summary: Summary) -> list[str]:
+TIMES_HEADERS = ("", "COUNT", "MEDIAN", "MEAN", "P90", "MAX")
+BREAKDOWN_HEADERS = ("", "INCIDENTS", "MTTA", "MTTR", "ESCALATED", "TIER-1", "LEAD")
+NOISE_HEADERS = (
+    *("", "INCIDENTS", "ALERTS", "TICKETS", "BLIPS", "FLAPPING", "REOPENS"),
+    *("NO-ACTION", "NOISE"),
+)
+
+
+def times_rows(summary: Summary) -> list[list[str]]:
+    """The response-time table's cells (the HTML report shows the same)."""
     rows = []
     for key, label in TIMES:
         stat: Stat = getattr(summary.times, key)
-        rows.append(
-            [
-                label,
-                str(stat.count),
-                *map(fmt_duration, (stat.median, stat.mean, stat.p90, stat.max)),
-            ]
-        )
-    return _table(["", "COUNT", "MEDIAN", "MEAN", "P90", "MAX"], rows)
+        durations = (stat.median, stat.mean, stat.p90, stat.max)
+        rows.append([label, str(stat.count), *map(fmt_duration, durations)])
+    return rows
 
 
-def _breakdown_table(parts: Sequence[Breakdown]) -> list[str]:
-    rows = [
+def breakdown_rows(parts: Sequence[Breakdown]) -> list[list[str]]:
+    """A per-week, per-rule or per-service table's cells."""
+    return [
         [
             b.key,
             str(b.rates.incidents),
@@ -303,26 +308,27 @@ def _breakdown_table(parts: Sequence[Breakdown]) -> list[str]:
         ]
         for b in parts
     ]
-    return _table(["", "INCIDENTS", "MTTA", "MTTR", "ESCALATED", "TIER-1", "LEAD"], rows)
+
+
+def noise_rows(budgets: Sequence[RuleNoise]) -> list[list[str]]:
+    """The noise budget table's cells."""
+    rows = []
+    for n in budgets:
+        counts = (n.episodes, n.alerts, n.tickets, n.blips, n.flapping, n.recurrences, n.no_action)
+        rows.append([n.rule, *map(str, counts), fmt_share(n.noise_share)])
+    return rows
+
+
+def _times_table(summary: Summary) -> list[str]:
+    return _table(TIMES_HEADERS, times_rows(summary))
+
+
+def _breakdown_table(parts: Sequence[Breakdown]) -> list[str]:
+    return _table(BREAKDOWN_HEADERS, breakdown_rows(parts))
 
 
 def _noise_table(budgets: Sequence[RuleNoise]) -> list[str]:
-    rows = [
-        [
-            n.rule,
-            str(n.episodes),
-            str(n.alerts),
-            str(n.tickets),
-            str(n.blips),
-            str(n.flapping),
-            str(n.recurrences),
-            str(n.no_action),
-            fmt_share(n.noise_share),
-        ]
-        for n in budgets
-    ]
-    header = ["", "INCIDENTS", "ALERTS", "TICKETS", "BLIPS", "FLAPPING", "REOPENS"]
-    lines = _table([*header, "NO-ACTION", "NOISE"], rows)
+    lines = _table(NOISE_HEADERS, noise_rows(budgets))
     advice = [suggestion_text(n.rule, s) for n in budgets for s in n.suggestions]
     if advice:
         lines += ["", "  Suggested changes:"] + [f"  - {text}" for text in advice]

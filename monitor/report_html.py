@@ -20,16 +20,22 @@ from pathlib import Path
 from typing import Any
 
 from monitor.report import (
+    BREAKDOWN_HEADERS,
+    NOISE_HEADERS,
     TIMES,
+    TIMES_HEADERS,
+    breakdown_rows,
     fmt_duration,
     fmt_moment,
     fmt_share,
     headline,
+    noise_rows,
     suggestion_text,
+    times_rows,
     window_text,
 )
 from notifiers.render import Renderer
-from rules.figures import Breakdown, Episode, RuleNoise, Stat, Summary, nice_ceiling
+from rules.figures import Breakdown, Episode, RuleNoise, Summary, nice_ceiling
 
 log = logging.getLogger(__name__)
 
@@ -420,64 +426,20 @@ def _table(
     return {"name": name, "caption": caption, "headers": list(headers), "rows": list(rows)}
 
 
-def _times_rows(summary: Summary) -> Iterable[list[str]]:
-    for key, label in TIMES:
-        stat: Stat = getattr(summary.times, key)
-        yield [
-            label,
-            str(stat.count),
-            *map(fmt_duration, (stat.median, stat.mean, stat.p90, stat.max)),
-        ]
-
-
-def _breakdown_rows(parts: Sequence[Breakdown]) -> Iterable[list[str]]:
-    for b in parts:
-        yield [
-            b.key,
-            str(b.rates.incidents),
-            fmt_duration(b.times.acknowledge.mean),
-            fmt_duration(b.times.resolve.mean),
-            fmt_share(b.rates.escalated_share),
-            fmt_share(b.rates.tier1_share),
-            fmt_duration(b.proactive.lead_time.median),
-        ]
-
-
-def _noise_rows(budgets: Sequence[RuleNoise]) -> Iterable[list[str]]:
-    for n in budgets:
-        counts = (n.episodes, n.alerts, n.tickets, n.blips, n.flapping, n.recurrences, n.no_action)
-        yield [n.rule, *map(str, counts), fmt_share(n.noise_share)]
-
-
-_BREAKDOWN = ("", "INCIDENTS", "MTTA", "MTTR", "ESCALATED", "TIER-1", "LEAD")
-_NOISE = (
-    "",
-    "INCIDENTS",
-    "ALERTS",
-    "TICKETS",
-    "BLIPS",
-    "FLAPPING",
-    "REOPENS",
-    "NO-ACTION",
-    "NOISE",
-)
-
-
 def tables(summary: Summary) -> dict[str, dict[str, Any]]:
     """The report's tables by name, each cell the text the terminal shows (every row here:
     the terminal lists the top ten rules and services)."""
-    times = ("", "COUNT", "MEDIAN", "MEAN", "P90", "MAX")
     made = [
-        _table("times", "Response times", times, _times_rows(summary)),
+        _table("times", "Response times", TIMES_HEADERS, times_rows(summary)),
         _table(
             "weeks",
             "Weekly trend (weeks from Monday, UTC)",
-            _BREAKDOWN,
-            _breakdown_rows(summary.weeks),
+            BREAKDOWN_HEADERS,
+            breakdown_rows(summary.weeks),
         ),
-        _table("rules", "By rule", _BREAKDOWN, _breakdown_rows(summary.by_rule)),
-        _table("services", "By service", _BREAKDOWN, _breakdown_rows(summary.by_service)),
-        _table("noise", "Noise budget (noisiest first)", _NOISE, _noise_rows(summary.noise)),
+        _table("rules", "By rule", BREAKDOWN_HEADERS, breakdown_rows(summary.by_rule)),
+        _table("services", "By service", BREAKDOWN_HEADERS, breakdown_rows(summary.by_service)),
+        _table("noise", "Noise budget (noisiest first)", NOISE_HEADERS, noise_rows(summary.noise)),
     ]
     return {table["name"]: table for table in made}
 

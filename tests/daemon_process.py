@@ -48,6 +48,38 @@ def daemon_head(
     return head + ("" if smtp_port is None else SMTP_HEAD.format(smtp_port=smtp_port))
 
 
+# Every second, answering within a second, without jitter: the daemon sees a change within
+# about a second, as a test that breaks and mends a service wants.
+HTTP_PROBE = """
+[[probe]]
+name = "{name}"
+kind = "http"
+interval = "1s"
+timeout = "1s"
+jitter = "0s"
+url = "{url}"
+"""
+
+DOWN_RULE = """
+[[rule]]
+name = "{name}_down"
+probe = "{name}"
+metric = "http_up"
+condition = "value == 0"
+"""
+
+
+def http_probe(name: str, url: str) -> str:
+    """The TOML of an http probe `name` of `url`, run every second."""
+    return HTTP_PROBE.format(name=name, url=url)
+
+
+def http_down(name: str, url: str, rule_keys: str = "") -> str:
+    """The TOML of `http_probe(name, url)` and a rule `{name}_down` that holds while the probe
+    gets no answer, with `rule_keys` (TOML lines, e.g. a summary) added to the rule."""
+    return http_probe(name, url) + DOWN_RULE.format(name=name) + rule_keys
+
+
 def wait_until(
     probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.02
 ) -> T:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import requests
-from comms_parts import HEAD, dispatcher, wire
+from api_rig import AUTH, TOKEN, WEB_DOWN, ApiRig, error_of
 from daemon_process import DaemonProcess, daemon_head
 from http_service import free_port
 from hypothesis import HealthCheck, given, settings
@@ -26,37 +26,21 @@ from hypothesis import strategies as st
 
 from monitor import api as api_module
 from monitor.alertmanager import receive
-from monitor.api import ENDPOINTS, Api
+from monitor.api import ENDPOINTS
 from monitor.api_config import ApiConfig
 from monitor.config import ConfigError, parse_config
-from monitor.metrics import Metrics
-from monitor.web import WebServer, serve
 from notifiers.builtin import BuiltinTickets
 from probes.base import Sample
 
 REPO = Path(__file__).parent.parent
-TOKEN = "0123456789abcdef-test-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 T0 = 1_800_000_000.0  # Friday 2027-01-15 08:00 UTC
 MINUTE = 60.0
 INTRANET = "http://intranet/"
 WIKI = "http://wiki/"
 
 CONFIG = (
-    HEAD
-    + """
-[[probe]]
-name = "web"
-kind = "http"
-url = "http://127.0.0.1:9/"
-
-[[rule]]
-name = "web_down"
-probe = "web"
-metric = "http_up"
-condition = "value == 0"
-service = "intranet"
-notify_users = true
+    WEB_DOWN
+    + """notify_users = true
 escalation = "oncall"
 
 [[audience]]
@@ -78,23 +62,11 @@ notify = ["tier2@example.com"]
 )
 
 
-class Rig:
+class Rig(ApiRig):
     """The daemon's deciding parts on one state store, and the API served on port 0."""
 
     def __init__(self, tmp: Path, api: ApiConfig) -> None:
-        parts = wire(parse_config(CONFIG.format(state=tmp / "state"), str(tmp / "config.toml")))
-        self.config, self.store, self.engine, self.comms, _ = parts
-        self.now = T0
-        self.dispatcher = dispatcher(parts, clock=lambda: self.now)
-        self.woken = 0
-        self.api = Api(self.store, api, wake=self._wake, clock=lambda: self.now)
-        server = serve(Metrics(), "127.0.0.1:0", api=self.api)
-        assert isinstance(server, WebServer)
-        self.server = server
-        self.base = f"http://127.0.0.1:{server.address[1]}/api/v1"
-
-    def _wake(self) -> None:
-        self.woken += 1
+        super().__init__(tmp, CONFIG, api, T0)
 
     def web(self, up: float, url: str, now: float, *more_urls: str) -> None:
         """The probe's samples at `now`, then a tick of the daemon and a delivery pass."""
@@ -103,32 +75,11 @@ class Rig:
         self.engine.process([Sample("http_up", float(up), now, each) for each in labels], now)
         self.tick(now)
 
-    def tick(self, now: float) -> None:
-        self.now = now
-        self.engine.tick(now)
-        self.comms.tick(now)
-        self.dispatcher.run_once()
-
-    def get(self, path: str, **kwargs: Any) -> requests.Response:
-        return requests.get(f"{self.base}{path}", timeout=5, **kwargs)
-
-    def post(self, path: str, body: Any, **kwargs: Any) -> requests.Response:
-        headers = AUTH | kwargs.pop("headers", {})
-        return requests.post(f"{self.base}{path}", json=body, headers=headers, timeout=5, **kwargs)
-
-    def delete(self, path: str, **kwargs: Any) -> requests.Response:
-        headers = AUTH | kwargs.pop("headers", {})
-        return requests.delete(f"{self.base}{path}", headers=headers, timeout=5, **kwargs)
-
     def events(self, incident_id: int) -> list[tuple[str, dict[str, Any]]]:
         rows = self.store.query(
             "SELECT kind, detail FROM event WHERE incident_id = ? ORDER BY id", (incident_id,)
         )
         return [(r["kind"], json.loads(r["detail"])) for r in rows]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.store.close()
 
 
 @pytest.fixture
@@ -145,13 +96,6 @@ def unchanged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     yield rig
     assert rig.woken == 0
     rig.close()
-
-
-def error_of(response: requests.Response, status: int) -> str:
-    assert response.status_code == status, response.text
-    assert response.headers["Content-Type"] == "application/json"
-    reason: str = response.json()["error"]
-    return reason
 
 
 # --- reads ---------------------------------------------------------------------------------

@@ -13,19 +13,13 @@ from typing import Any
 
 import pytest
 import requests
-from comms_parts import HEAD, dispatcher, wire
+from api_rig import AUTH, TOKEN, WEB_DOWN, ApiRig, error_of
 
-from monitor.api import Api
 from monitor.api_config import ApiConfig
-from monitor.config import parse_config
-from monitor.metrics import Metrics
-from monitor.web import WebServer, serve
 from notifiers.builtin import BuiltinTickets
 from probes.base import Sample
 
 REPO = Path(__file__).parent.parent
-TOKEN = "0123456789abcdef-test-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 T0 = 1_800_000_000.0  # Friday 2027-01-15 08:00 UTC
 MINUTE, DAY = 60.0, 86_400.0
 INTRANET = "http://intranet/"
@@ -34,24 +28,12 @@ WIKI = "http://wiki/"
 # No escalation policy and no audience: an episode is tier-1 unless a person or a recurrence
 # says otherwise, and the only deliveries are the ticket's.
 CONFIG = (
-    HEAD
+    WEB_DOWN
     + """
-[[probe]]
-name = "web"
-kind = "http"
-url = "http://127.0.0.1:9/"
-
 [[probe]]
 name = "flaky"
 kind = "http"
 url = "http://127.0.0.1:9/"
-
-[[rule]]
-name = "web_down"
-probe = "web"
-metric = "http_up"
-condition = "value == 0"
-service = "intranet"
 
 [[rule]]
 name = "flaky_down"
@@ -63,55 +45,24 @@ for = "10s"
 )
 
 
-class Rig:
+class Rig(ApiRig):
     """The engine and dispatcher on one state store, and the API served on port 0."""
 
     def __init__(self, tmp: Path, settings: ApiConfig) -> None:
-        parts = wire(parse_config(CONFIG.format(state=tmp / "state"), str(tmp / "config.toml")))
-        _, self.store, self.engine, self.comms, _ = parts
-        self.now = T0
-        self.dispatcher = dispatcher(parts, clock=lambda: self.now)
-        self.woken = 0
-        self.api = Api(
-            self.store,
-            settings,
-            wake=self._wake,
-            rules=lambda: self.engine.rules,
-            clock=lambda: self.now,
-        )
-        server = serve(Metrics(), "127.0.0.1:0", api=self.api)
-        assert isinstance(server, WebServer)
-        self.server = server
-        self.base = f"http://127.0.0.1:{server.address[1]}/api/v1"
-
-    def _wake(self) -> None:
-        self.woken += 1
+        super().__init__(tmp, CONFIG, settings, T0)
 
     def sample(self, probe: str, url: str, up: float, now: float) -> None:
         """The probe's sample at `now`, a tick of the daemon, and a delivery pass."""
         self.now = now
         labels = {"url": url, "probe": probe}
         self.engine.process([Sample("http_up", float(up), now, labels)], now)
-        self.engine.tick(now)
-        self.comms.tick(now)
-        self.dispatcher.run_once()
-
-    def get(self, path: str, **kwargs: Any) -> requests.Response:
-        return requests.get(f"{self.base}{path}", timeout=5, **kwargs)
-
-    def post(self, path: str, body: Any, **kwargs: Any) -> requests.Response:
-        headers = AUTH | kwargs.pop("headers", {})
-        return requests.post(f"{self.base}{path}", json=body, headers=headers, timeout=5, **kwargs)
+        self.tick(now)
 
     def user_reports(self) -> list[dict[str, Any]]:
         rows = self.store.query(
             "SELECT id, incident_id, at, detail FROM event WHERE kind = ?", ("user_report",)
         )
         return [dict(row) | {"detail": json.loads(row["detail"])} for row in rows]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.store.close()
 
 
 @pytest.fixture
@@ -145,14 +96,6 @@ def away_from_utc() -> Iterator[None]:
     else:
         os.environ["TZ"] = before
     time.tzset()
-
-
-def error_of(response: requests.Response, status: int) -> str:
-    assert response.status_code == status, response.text
-    assert response.headers["Content-Type"] == "application/json"
-    assert "Traceback" not in response.text
-    reason: str = response.json()["error"]
-    return reason
 
 
 def schema_check(document_schema: str, value: Any) -> None:

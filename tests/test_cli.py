@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from cli_runner import forewarn
-from daemon_process import DaemonProcess, daemon_head, wait_until
+from daemon_process import DaemonProcess, daemon_head, http_down, wait_until
 from http_service import free_port
 
 from monitor.cli import SYSTEM_CONFIG
@@ -297,21 +297,8 @@ def test_a_wrong_command_line_is_a_usage_error() -> None:
 
 # --- against a running daemon ------------------------------------------------------------
 
-DAEMON_CONFIG = """
-[[probe]]
-name = "intranet"
-kind = "http"
-interval = "1s"
-timeout = "1s"
-jitter = "0s"
-url = "http://127.0.0.1:{closed_port}/"
-
-[[rule]]
-name = "intranet_down"
-probe = "intranet"
-metric = "http_up"
-condition = "value == 0"
-severity = "critical"
+# The keys of intranet_down beyond those of http_down.
+INTRANET_DOWN = """severity = "critical"
 summary = "The intranet is not answering"
 """
 
@@ -336,8 +323,9 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     tmp = tmp_path_factory.mktemp("daemon")
     metrics_port = free_port()
     config = tmp / "config.toml"
+    closed = f"http://127.0.0.1:{free_port()}/"
     config.write_text(
-        daemon_head(tmp / "state", metrics_port) + DAEMON_CONFIG.format(closed_port=free_port())
+        daemon_head(tmp / "state", metrics_port) + http_down("intranet", closed, INTRANET_DOWN)
     )
     daemon = DaemonProcess(config, tmp / "daemon.log", metrics_port)
     daemon.start()

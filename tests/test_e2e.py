@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemon_process import DaemonProcess, daemon_head, wait_until
+from daemon_process import DaemonProcess, daemon_head, http_down, wait_until
 from http_service import HttpService, free_port
 from smtp_server import ReceivedMail, SmtpTestServer
 
@@ -30,24 +30,13 @@ contact = "{helpdesk}"
 [notify]
 helpdesk = ["{helpdesk}"]
 users = ["{users}"]
+"""
 
-[[probe]]
-name = "intranet"
-kind = "http"
-interval = "1s"
-timeout = "1s"
-jitter = "0s"
-url = "{url}"
-
-[[rule]]
-name = "intranet_down"
-probe = "intranet"
-metric = "http_up"
-condition = "value == 0"
-severity = "critical"
+# The keys of intranet_down beyond those of http_down.
+INTRANET_DOWN = """severity = "critical"
 service = "the intranet"
 category = "web"
-summary = "The intranet at {{{{ labels.url }}}} is not answering"
+summary = "The intranet at {{ labels.url }} is not answering"
 notify_users = true
 """
 
@@ -63,7 +52,9 @@ class Rig:
         config = tmp / "config.toml"
         head = daemon_head(self.state, metrics_port, smtp_port=smtp.port, reopen_within="1h")
         config.write_text(
-            head + CONFIG.format(url=self.service.url, helpdesk=HELPDESK, users=USERS)
+            head
+            + CONFIG.format(helpdesk=HELPDESK, users=USERS)
+            + http_down("intranet", self.service.url, INTRANET_DOWN)
         )
         self.daemon = DaemonProcess(config, tmp / "daemon.log", metrics_port)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_process import DaemonProcess, daemon_head, wait_until
+from daemon_process import DaemonProcess, daemon_head, http_down, wait_until
 from http_service import HttpService, free_port
 from prometheus_client import generate_latest
 from test_metrics_conventions import needs_promtool, promtool_check
@@ -299,25 +299,11 @@ def test_the_figures_pass_promtool(log: StateLog) -> None:
 
 # --- through the real daemon -------------------------------------------------------------------
 
-DAEMON_CONFIG = """
-[helpdesk]
-kind = "builtin"
 
-[[probe]]
-name = "intranet"
-kind = "http"
-interval = "1s"
-timeout = "1s"
-jitter = "0s"
-url = "{url}"
-
-[[rule]]
-name = "intranet_down"
-probe = "intranet"
-metric = "http_up"
-condition = "value == 0"
-summary = "The intranet is not answering"
-"""
+def daemon_config(url: str) -> str:
+    """The built-in help desk and a rule that fires while the intranet at `url` is down."""
+    helpdesk = '\n[helpdesk]\nkind = "builtin"\n'
+    return helpdesk + http_down("intranet", url, 'summary = "The intranet is not answering"\n')
 
 
 def scraped_with(daemon: DaemonProcess, start: str) -> str | None:
@@ -337,7 +323,7 @@ def test_a_real_outage_shows_on_the_daemons_metrics(tmp_path: Path) -> None:
     service.start()
     port, state = free_port(), tmp_path / "state"
     config = tmp_path / "config.toml"
-    config.write_text(daemon_head(state, port) + DAEMON_CONFIG.format(url=service.url))
+    config.write_text(daemon_head(state, port) + daemon_config(service.url))
     daemon = DaemonProcess(config, tmp_path / "daemon.log", port)
     try:
         daemon.start()

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import requests
 from cli_runner import forewarn
-from daemon_process import DaemonProcess, daemon_head, wait_until
+from daemon_process import DaemonProcess, daemon_head, http_probe, wait_until
 from http_service import HttpService, free_port
 from redmine_server import RedmineServer, redmine_server  # noqa: F401  (the fixture)
 from rt_server import RtServer, rt_server  # noqa: F401  (the fixture)
@@ -41,15 +41,7 @@ kind = "{kind}"
 contact = "the help desk, extension 1234"
 sync_interval = "1s"
 {helpdesk_options}
-
-[[probe]]
-name = "intranet"
-kind = "http"
-interval = "1s"
-timeout = "1s"
-jitter = "0s"
-url = "{url}"
-
+{probe}
 # An error answer is a warning, no answer at all is critical: the test flips between them.
 [[rule]]
 name = "{rule}"
@@ -326,7 +318,7 @@ class Forewarn:
             + CONFIG.format(
                 kind=desk.kind,
                 helpdesk_options=desk.helpdesk_options(desk_url),
-                url=service.url,
+                probe=http_probe("intranet", service.url),
                 rule=RULE,
             )
         )

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from daemon_process import DaemonProcess, daemon_head, wait_until
+from daemon_process import DaemonProcess, daemon_head, http_down, wait_until
 from http_service import free_port
 from smtp_server import SmtpTestServer
 
@@ -57,21 +57,10 @@ project = "it"
 name = "staff"
 services = ["intranet"]
 apprise = [{{ env = "FOREWARN_TEST_APPRISE_URL" }}]
+"""
 
-[[probe]]
-name = "intranet"
-kind = "http"
-interval = "1s"
-timeout = "1s"
-jitter = "0s"
-url = "http://127.0.0.1:{closed_port}/"
-
-[[rule]]
-name = "intranet_down"
-probe = "intranet"
-metric = "http_up"
-condition = "value == 0"
-severity = "critical"
+# The keys of intranet_down beyond those of http_down.
+INTRANET_DOWN = """severity = "critical"
 service = "intranet"
 notify_users = true
 """
@@ -84,7 +73,8 @@ def apprise_url(port: int) -> str:
 def write_config(tmp: Path, *, smtp_port: int, closed_port: int, level: str = "info") -> Path:
     path = tmp / "config.toml"
     head = daemon_head(tmp / "state", free_port(), log_level=level)
-    path.write_text(head + CONFIG.format(smtp_port=smtp_port, closed_port=closed_port))
+    intranet = http_down("intranet", f"http://127.0.0.1:{closed_port}/", INTRANET_DOWN)
+    path.write_text(head + CONFIG.format(smtp_port=smtp_port, closed_port=closed_port) + intranet)
     return path
 
 

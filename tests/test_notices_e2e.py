@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemon_process import DaemonProcess, daemon_head, wait_until
+from daemon_process import DaemonProcess, daemon_head, http_down, wait_until
 from http_service import HttpService, free_port
 from smtp_server import ReceivedMail, SmtpTestServer
 
@@ -35,33 +35,21 @@ timezone = "Europe/Rome"
 
 [[service]]
 name = "intranet"
-title = {{ en = "the intranet", it = "la intranet", ru = "интранет", hu = "az intranet" }}
+title = { en = "the intranet", it = "la intranet", ru = "интранет", hu = "az intranet" }
 
 [[service]]
 name = "mail"
 title = "e-mail"
+"""
 
-[[probe]]
-name = "intranet"
-kind = "http"
-interval = "1s"
-timeout = "1s"
-jitter = "0s"
-url = "{url}"
-
-[[rule]]
-name = "intranet_down"
-probe = "intranet"
-metric = "http_up"
-condition = "value == 0"
-severity = "critical"
+# The keys of intranet_down beyond those of http_down.
+INTRANET_DOWN = """severity = "critical"
 service = "intranet"
 notify_users = true
-summary = "The intranet at {{{{ labels.url }}}} is not answering"
+summary = "The intranet at {{ labels.url }} is not answering"
 user_impact.en = "Pages of the intranet may not open."
 user_impact.it = "Le pagine della intranet potrebbero non aprirsi."
 workaround = "Documents are also on the shared drive S:."
-{audiences}
 """
 
 AUDIENCE = """
@@ -93,7 +81,8 @@ class Rig:
         metrics_port = free_port()
         config = tmp / "config.toml"
         head = daemon_head(self.state, metrics_port, smtp_port=smtp.port, reopen_within="1s")
-        config.write_text(head + CONFIG.format(url=self.service.url, audiences=audiences()))
+        intranet = http_down("intranet", self.service.url, INTRANET_DOWN)
+        config.write_text(head + CONFIG + intranet + audiences())
         self.daemon = DaemonProcess(config, tmp / "daemon.log", metrics_port)
 
     def notices(self, to: str, kind: str) -> list[ReceivedMail]:

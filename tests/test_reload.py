@@ -8,20 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemon_process import DaemonProcess, daemon_head, wait_until
+from daemon_process import DaemonProcess, daemon_head, http_probe, wait_until
 from http_service import HttpService, free_port
 
 pytestmark = pytest.mark.slow
-
-PROBE = """
-[[probe]]
-name = "{name}"
-kind = "http"
-interval = "1s"
-timeout = "1s"
-jitter = "0s"
-url = "{url}"
-"""
 
 RULE = """
 [[rule]]
@@ -41,7 +31,7 @@ class Rig:
 
     def write(self, *probes: str, extra: str = "") -> None:
         head = daemon_head(self.state, self.metrics_port)
-        blocks = [PROBE.format(name=name, url=self.service.url) for name in probes]
+        blocks = [http_probe(name, self.service.url) for name in probes]
         self.config.write_text(head + extra + "".join(blocks) + RULE)
 
     def hangup(self) -> None:

@@ -13,7 +13,6 @@ import re
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -216,27 +215,26 @@ def fill(conn: sqlite3.Connection, now: float) -> None:
     Log(conn, now - 40 * DAY, "disk_full", "/old").opened(since=0)  # 6: out of every window
 
 
-@pytest.fixture(scope="module")
-def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    """One state file for the read-only report tests."""
-    tmp = tmp_path_factory.mktemp("report")
+def filled(tmp: Path) -> Rig:
+    """A config in `tmp` and its state file, filled as of now."""
     state, now = tmp / "state" / "forewarn.db", time.time()
     store = st.Store(state)
     with store.transaction() as conn:
         fill(conn, now)
     store.close()
-    yield Rig(write_config(tmp), state, now)
+    return Rig(write_config(tmp), state, now)
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Rig:
+    """One state file for the read-only report tests."""
+    return filled(tmp_path_factory.mktemp("report"))
 
 
 @pytest.fixture
-def fresh(tmp_path: Path) -> Iterator[Rig]:
+def fresh(tmp_path: Path) -> Rig:
     """A state file of its own, for the commands that write."""
-    state, now = tmp_path / "state" / "forewarn.db", time.time()
-    store = st.Store(state)
-    with store.transaction() as conn:
-        fill(conn, now)
-    store.close()
-    yield Rig(write_config(tmp_path), state, now)
+    return filled(tmp_path)
 
 
 # --- forewarn report ----------------------------------------------------------------------

@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 import pytest
 import requests
 from cli_runner import forewarn
-from daemon_process import DaemonProcess, daemon_head, wait_until
+from daemon_process import DaemonProcess, daemon_head, http_down, wait_until
 from http_service import HttpService, free_port
 from smtp_server import SmtpTestServer
 
@@ -98,21 +98,8 @@ summary = "queue {{{{ labels.queue }}}} will be full"
 {services}
 """
 
-SERVICE = """
-[[probe]]
-name = "{name}"
-kind = "http"
-interval = "1s"
-timeout = "1s"
-jitter = "0s"
-url = "{url}"
-
-[[rule]]
-name = "{name}_down"
-probe = "{name}"
-metric = "http_up"
-condition = "value == 0"
-for = "{detect_for}s"
+# The keys each service's `{name}_down` rule has beyond those of http_down, then its EXTRA.
+DOWN_KEYS = """for = "{detect_for}s"
 summary = "{name} is not answering"
 {extra}
 """
@@ -168,7 +155,7 @@ class Rig:
         self.port = free_port()
         (tmp / "api-token").write_text(TOKEN + "\n")
         services = "".join(
-            SERVICE.format(name=n, url=s.url, detect_for=DETECT_FOR, extra=EXTRA[n])
+            http_down(n, s.url, DOWN_KEYS.format(name=n, detect_for=DETECT_FOR, extra=EXTRA[n]))
             for n, s in self.services.items()
         )
         self.config = tmp / "config.toml"

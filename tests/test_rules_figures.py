@@ -85,19 +85,18 @@ def delivered(offset: float, op: str, key: str, template: str | None) -> Event:
     return event(offset, "delivered", op=op, key=key, template=template)
 
 
-def ticket_created(offset: float, episode: int = 1) -> Event:
-    key = f"incident:{ID}:episode:{episode}:ticket.create"
-    return delivered(offset, "ticket.create", key, "ticket_body")
+# The template of each ticket operation the dispatcher delivers.
+TICKET_TEMPLATES = {
+    "create": "ticket_body",
+    "reopen": "ticket_reopened",
+    "resolve": "ticket_resolved",
+}
 
 
-def ticket_reopened(offset: float, episode: int) -> Event:
-    key = f"incident:{ID}:episode:{episode}:ticket.reopen"
-    return delivered(offset, "ticket.reopen", key, "ticket_reopened")
-
-
-def ticket_resolved(offset: float, episode: int) -> Event:
-    key = f"incident:{ID}:episode:{episode}:ticket.resolve"
-    return delivered(offset, "ticket.resolve", key, "ticket_resolved")
+def ticket_delivered(offset: float, action: str, episode: int = 1) -> Event:
+    op = f"ticket.{action}"
+    key = f"incident:{ID}:episode:{episode}:{op}"
+    return delivered(offset, op, key, TICKET_TEMPLATES[action])
 
 
 def notice(offset: float, kind: str = "investigating", seq: int = 1) -> Event:
@@ -148,14 +147,14 @@ EPISODE_CASES: dict[str, tuple[list[Event], list[dict[str, Any]]]] = {
     "one plain episode": (
         [
             opened(0, since=-60),
-            ticket_created(5),
+            ticket_delivered(5, "create"),
             event(5, "ticket_created", ticket="#12", backend="builtin"),
             notice(30),
             notice_delivered(32, 1),
             comment_delivered(40, 9),
             acknowledged(120, "alice"),
             resolved(600, 600),
-            ticket_resolved(601, 1),
+            ticket_delivered(601, "resolve", 1),
         ],
         [
             {
@@ -183,10 +182,10 @@ EPISODE_CASES: dict[str, tuple[list[Event], list[dict[str, Any]]]] = {
             notice(30),
             resolved(60),
             reopened(90, 2, 30),
-            ticket_reopened(92, 2),  # episode 2's own ticket operation
-            ticket_created(94, 1),  # group_wait and a slow help desk: episode 1's ticket
+            ticket_delivered(92, "reopen", 2),  # episode 2's own ticket operation
+            ticket_delivered(94, "create"),  # group_wait and a slow help desk: episode 1's ticket
             notice_delivered(95, 1),  # episode 1's notice, from a slow mail server
-            ticket_resolved(96, 1),
+            ticket_delivered(96, "resolve", 1),
         ],
         [
             {"ticket_at": T0 + 94, "first_notice_at": T0 + 95, "notices": 1, "recurred": True},
@@ -203,7 +202,7 @@ EPISODE_CASES: dict[str, tuple[list[Event], list[dict[str, Any]]]] = {
         ],
     ),
     "a comment delivered first is not the ticket": (
-        [opened(0), comment_delivered(3, 5), ticket_created(8)],
+        [opened(0), comment_delivered(3, 5), ticket_delivered(8, "create")],
         [{"ticket_at": T0 + 8}],
     ),
     "a symptom of another incident": (
@@ -331,162 +330,57 @@ def ep(**fields: Any) -> Episode:
     return Episode(**(base | fields))
 
 
-# (episode, tier1, averted, lead_time, caught_first, blip, noisy)
-PROPERTY_CASES: dict[str, tuple[Episode, bool, bool, float | None, bool | None, bool, bool]] = {
-    "open, nothing known": (ep(), False, False, None, None, False, False),
-    "a blip": (ep(resolved_at=60), True, False, None, None, True, True),
-    "just not a blip": (ep(resolved_at=BLIP), True, False, None, None, False, False),
-    "acknowledged: not a blip": (
-        ep(resolved_at=60, acknowledged_at=30),
-        True,
-        False,
-        None,
-        None,
-        False,
-        False,
-    ),
+FLAGS = ("tier1", "averted", "blip", "noisy")
+# (episode, the FLAGS that hold, lead_time, caught_first)
+PROPERTY_CASES: dict[str, tuple[Episode, set[str], float | None, bool | None]] = {
+    "open, nothing known": (ep(), set(), None, None),
+    "a blip": (ep(resolved_at=60), {"tier1", "blip", "noisy"}, None, None),
+    "just not a blip": (ep(resolved_at=BLIP), {"tier1"}, None, None),
+    "acknowledged: not a blip": (ep(resolved_at=60, acknowledged_at=30), {"tier1"}, None, None),
     "resolved by a person: not a blip": (
-        ep(resolved_at=60, resolved_by="bob"),
-        True,
-        False,
-        None,
-        None,
-        False,
-        False,
+        ep(resolved_at=60, resolved_by="bob"), {"tier1"}, None, None
     ),
     "a user report: not a blip, forewarn first": (
-        ep(resolved_at=60, user_reports=(30,)),
-        True,
-        False,
-        None,
-        True,
-        False,
-        False,
+        ep(resolved_at=60, user_reports=(30,)), {"tier1"}, None, True
     ),
-    "escalated: not tier 1": (
-        ep(resolved_at=900, escalation_step=1),
-        False,
-        False,
-        None,
-        None,
-        False,
-        False,
-    ),
-    "recurred: not tier 1": (
-        ep(resolved_at=900, recurred=True),
-        False,
-        False,
-        None,
-        None,
-        False,
-        False,
-    ),
-    "a recurrence is noisy": (
-        ep(resolved_at=900, recurrence=True),
-        True,
-        False,
-        None,
-        None,
-        False,
-        True,
-    ),
-    "flapping is noisy": (ep(flapping=True), False, False, None, None, False, True),
-    "rejected is noisy": (ep(rejected=True), False, False, None, None, False, True),
+    "escalated: not tier 1": (ep(resolved_at=900, escalation_step=1), set(), None, None),
+    "recurred: not tier 1": (ep(resolved_at=900, recurred=True), set(), None, None),
+    "a recurrence is noisy": (ep(resolved_at=900, recurrence=True), {"tier1", "noisy"}, None, None),
+    "flapping is noisy": (ep(flapping=True), {"noisy"}, None, None),
+    "rejected is noisy": (ep(rejected=True), {"noisy"}, None, None),
     "predicted, reached later": (
-        ep(predicted_at=600, impact_at=540, resolved_at=900),
-        True,
-        False,
-        540.0,
-        True,
-        False,
-        False,
+        ep(predicted_at=600, impact_at=540, resolved_at=900), {"tier1"}, 540.0, True
     ),
     "predicted, impact first": (
-        ep(predicted_at=0, impact_at=-30, resolved_at=900),
-        True,
-        False,
-        -30.0,
-        False,
-        False,
-        False,
+        ep(predicted_at=0, impact_at=-30, resolved_at=900), {"tier1"}, -30.0, False
     ),
     "predicted, impact at the opening": (
-        ep(predicted_at=0, impact_at=0, resolved_at=900),
-        True,
-        False,
-        0.0,
-        False,
-        False,
-        False,
+        ep(predicted_at=0, impact_at=0, resolved_at=900), {"tier1"}, 0.0, False
     ),
-    "predicted, averted": (
-        ep(predicted_at=600, resolved_at=400),
-        True,
-        True,
-        None,
-        True,
-        False,
-        False,
-    ),
-    "predicted, still open: not averted yet": (
-        ep(predicted_at=600),
-        False,
-        False,
-        None,
-        None,
-        False,
-        False,
-    ),
+    "predicted, averted": (ep(predicted_at=600, resolved_at=400), {"tier1", "averted"}, None, True),
+    "predicted, still open: not averted yet": (ep(predicted_at=600), set(), None, None),
     "predicted and averted, but a user reported it before": (
         ep(predicted_at=600, resolved_at=400, user_reports=(-120,)),
-        True,
-        True,
-        None,
-        False,
-        False,
-        False,
+        {"tier1", "averted"}, None, False,
     ),
     "impact but no prediction: no lead time": (
-        ep(impact_at=100, resolved_at=900),
-        True,
-        False,
-        None,
-        True,
-        False,
-        False,
+        ep(impact_at=100, resolved_at=900), {"tier1"}, None, True
     ),
-    "the user was first": (
-        ep(resolved_at=900, user_reports=(200, -60)),
-        True,
-        False,
-        None,
-        False,
-        False,
-        False,
-    ),
-}
+    "the user was first": (ep(resolved_at=900, user_reports=(200, -60)), {"tier1"}, None, False),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize(
-    ("episode", "tier1", "averted", "lead_time", "caught_first", "blip", "noisy"),
-    PROPERTY_CASES.values(),
-    ids=PROPERTY_CASES,
+    ("episode", "holds", "lead_time", "caught_first"), PROPERTY_CASES.values(), ids=PROPERTY_CASES
 )
 def test_episode_properties(
-    episode: Episode,
-    tier1: bool,
-    averted: bool,
-    lead_time: float | None,
-    caught_first: bool | None,
-    blip: bool,
-    noisy: bool,
+    episode: Episode, holds: set[str], lead_time: float | None, caught_first: bool | None
 ) -> None:
-    assert episode.tier1 is tier1
-    assert episode.averted is averted
+    flags = {flag: getattr(episode, flag) for flag in FLAGS}
+    assert flags == {flag: flag in holds for flag in FLAGS}
+    assert all(type(value) is bool for value in flags.values())
     assert episode.lead_time == lead_time
     assert episode.caught_first is caught_first
-    assert episode.blip is blip
-    assert episode.noisy is noisy
 
 
 def test_episode_durations_from_the_opening() -> None:
