@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 # Redmine and Request Tracker, and chromium (the status page, tested in a real headless browser).
 DEBIAN_PACKAGES="ca-certificates openssl systemd iputils-ping smartmontools chrony
   monitoring-plugins-basic prometheus-node-exporter prometheus prometheus-alertmanager
-  redmine redmine-sqlite request-tracker5 rt5-db-sqlite rt5-standalone chromium"
+  redmine redmine-sqlite request-tracker5 rt5-db-sqlite rt5-standalone chromium
+  monit faketime"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   need=()
   for pkg in $DEBIAN_PACKAGES; do
