@@ -19,6 +19,7 @@ from typing import Any
 from monitor.alertmanager import PROBE as ALERTMANAGER_PROBE
 from monitor.alertmanager import Deadlines
 from monitor.alertmanager import receive as receive_alerts
+from monitor.clockstep import ClockWatch
 from monitor.comms import Communicator, apprise_targets, comms_settings
 from monitor.config import (
     PROBE_STALE,
@@ -38,7 +39,7 @@ from monitor.sd_notify import Watchdog, monotonic_usec, notify
 from monitor.selfmon import SelfMonitor, with_self_rules
 from monitor.snapshot import take_snapshot
 from monitor.statuspage import build_view
-from monitor.store import Store
+from monitor.store import Store, shift_pending
 from monitor.sync import HelpdeskSync, SyncLoop
 from monitor.web import serve
 from notifiers import TICKET_BACKENDS
@@ -246,9 +247,13 @@ class Daemon:
         )
         notify("READY=1", f"STATUS={_running(self.config)}")
         watchdog = Watchdog.from_environment()
+        clock = ClockWatch(time.time(), time.monotonic())
         while not self.flags.stop.is_set():
             watchdog.ping(time.monotonic())  # here, so that a wedged loop stops the pings
             self._process_pending(timeout=0.5)
+            jump = clock.step(time.time(), time.monotonic())
+            if jump:
+                self._clock_stepped(jump)
             self._tick(time.time())
             if self.flags.reload.is_set():
                 self.flags.reload.clear()
@@ -256,6 +261,22 @@ class Daemon:
                 notify("READY=1", f"STATUS={self.reload()}")
         self.shutdown()
         return 0
+
+    def _clock_stepped(self, jump: float) -> None:
+        """Shift what the daemon counts from by the wall clock's step (see monitor.clockstep):
+        incidents and events keep the times they were stamped with."""
+        log.warning(
+            "the wall clock stepped %+.0f s: probes run now; series ages, rule timers and "
+            "pending deliveries move with it",
+            jump,
+        )
+        self._started += jump
+        self._last_tick += jump
+        self._reported = {probe: at + jump for probe, at in self._reported.items()}
+        self.engine.rebase(jump)
+        shift_pending(self.store, jump)
+        self.scheduler.run_all_now()
+        self.dispatcher.wake()
 
     def _process_pending(self, timeout: float) -> None:
         batch = self._take_batch(timeout)

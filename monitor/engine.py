@@ -13,7 +13,7 @@ import json
 import logging
 import sqlite3
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from monitor import store as st
@@ -220,6 +220,27 @@ class Engine:
         self._silences = silences
 
     # --- time passing -------------------------------------------------------------------
+
+    def rebase(self, jump: float) -> None:
+        """The wall clock stepped by `jump` seconds: move the alerts' own instants with it, so
+        that series ages and `for` / hold-down timers keep counting real time."""
+
+        def moved(at: float | None) -> float | None:
+            return None if at is None else at + jump
+
+        self._alerts = {
+            fp: replace(
+                alert,
+                evaluated_at=alert.evaluated_at + jump,
+                changed_at=alert.changed_at + jump,
+                active_since=moved(alert.active_since),
+                cleared_since=moved(alert.cleared_since),
+                predicted_at=moved(alert.predicted_at),
+            )
+            for fp, alert in self._alerts.items()
+        }
+        if self._first_tick is not None:
+            self._first_tick += jump
 
     def tick(self, now: float) -> int:
         """Expire series that stopped reporting; promote symptoms that outlived their root

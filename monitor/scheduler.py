@@ -155,6 +155,13 @@ class ProbeScheduler:
             )
         self._restart_watchers()
 
+    def run_all_now(self) -> None:
+        """Every probe runs now and its schedule starts afresh: after a step of the wall clock,
+        on which APScheduler keeps its run times (a step back would hold them off)."""
+        now = datetime.now(UTC)
+        for job in self._scheduler.get_jobs():
+            job.modify(next_run_time=now)
+
     def _restart_watchers(self) -> None:
         """One thread per watching probe; the old set stops first."""
         self._stop_watchers()

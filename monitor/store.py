@@ -521,6 +521,16 @@ def acknowledge(store: Store, incident_id: int, who: str, comment: str, now: flo
     return True
 
 
+def shift_pending(store: Store, jump: float) -> int:
+    """The wall clock stepped by `jump`: pending deliveries stay due as far ahead as they were
+    (a retry due in 10 s is still due in 10 s). The number of rows moved."""
+    with store.transaction() as conn:
+        return conn.execute(
+            "UPDATE outbox SET next_attempt_at = next_attempt_at + ? WHERE status = 'pending'",
+            (jump,),
+        ).rowcount
+
+
 def record_user_report(
     store: Store,
     incident_id: int,

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from monitor.engine import Engine, EngineSettings, _significant
+from monitor.engine import DEFAULT_STALE_AFTER, Engine, EngineSettings, _significant
 from monitor.metrics import Metrics
 from monitor.store import Store
 from probes.base import Sample
@@ -419,3 +419,29 @@ def test_no_recipients_means_no_mail_rows(make_rig: RigFactory) -> None:
     rig = make_rig(disk_rule(notify_users=True), settings=replace(SETTINGS, helpdesk_emails=()))
     rig.feed(95.0, T0)
     assert rig.outbox() == [("ticket.create", key(1, 1, "ticket.create"))]
+
+
+START_STEP = 1_800_000_000.0
+
+
+def test_after_a_step_ahead_a_firing_series_is_not_stale_and_for_counts_real_time(
+    make_rig: RigFactory,
+) -> None:
+    rig = make_rig(disk_rule(for_seconds=60.0))
+    rig.engine.process([disk(95.0, START_STEP)], START_STEP)
+    [pending] = rig.engine.alerts.values()
+    assert pending.phase is Phase.PENDING
+
+    jump = 3600.0
+    rig.engine.rebase(jump)
+    later = START_STEP + jump + 10  # 10 s of real time after the first sample
+    assert rig.engine.tick(later) == 0, "the series is 10 s old, not an hour"
+    rig.engine.process([disk(95.0, later)], later)
+    [alert] = rig.engine.alerts.values()
+    assert alert.phase is Phase.PENDING, "`for` is 60 s: only 10 s have passed"
+    assert alert.active_since == START_STEP + jump
+
+    stale = START_STEP + jump + DEFAULT_STALE_AFTER + 20
+    rig.engine.tick(stale)
+    [expired] = rig.engine.alerts.values()
+    assert expired.phase is not Phase.PENDING, "a series that really stopped still expires"

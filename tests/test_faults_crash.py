@@ -235,7 +235,7 @@ def test_wall_clock_jumping_ahead_keeps_one_ticket_probing_and_serving(
 ) -> None:
     """An hour ahead during the outage and back after it: the daemon probes and serves on,
     the problem keeps its one ticket, which resolves when the service recovers, and every
-    mail goes once. (What the jump wrongly does meanwhile: the xfail tests below.)"""
+    mail goes once; what the jump must not do meanwhile is in the next two tests."""
     rig, offset = clock_rig
     _outage_with_ticket(rig)
     _jump(rig, offset, 3600)
@@ -253,14 +253,6 @@ def test_wall_clock_jumping_ahead_keeps_one_ticket_probing_and_serving(
     assert rig.metric_value("forewarn_outbox_dead") == 0.0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: staleness is measured on the wall clock. After a step of +1 h, "
-    "monitor.daemon.Daemon._staleness sees every probe silent for an hour and the built-in "
-    "probe_stale rule opens a ticket (and mails) at once, and Engine.tick expires the firing "
-    "outage's series as 'stopped reporting', resolving its incident and ticket and telling "
-    "the users 'fixed' while the service is still down; the next sample reopens it. "
-    "Last-report times and series ages need time.monotonic()."
-))
 def test_wall_clock_jumping_ahead_neither_resolves_nor_opens_anything(
     clock_rig: tuple[Rig, Path],
 ) -> None:
@@ -274,14 +266,6 @@ def test_wall_clock_jumping_ahead_neither_resolves_nor_opens_anything(
     assert "resolved" not in events, "the outage was resolved while the service was down"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: probes are scheduled on the wall clock. After a step of -1 h, APScheduler "
-    "3 (monitor.scheduler, BackgroundScheduler with IntervalTrigger) waits until the wall "
-    "clock reaches the next run time it had computed, an hour ahead: no probe runs for an "
-    "hour, so the recovery is not seen and the ticket stays open; Daemon._tick "
-    "(`now - self._last_tick < TICK`) stops its ticks for the hour too (self-monitoring, "
-    "staleness, user notices). Probe runs and ticks need scheduling on time.monotonic()."
-))
 def test_wall_clock_stepping_back_keeps_probing(clock_rig: tuple[Rig, Path]) -> None:
     rig, offset = clock_rig
     offset.write_text("+3600\n")  # the daemon starts an hour ahead; the clock then steps back
