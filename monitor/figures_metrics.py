@@ -66,7 +66,7 @@ class FigureExporter:
     def tick(self, now: float) -> None:
         """From the daemon's loop: a poll every POLL_EVERY; a failure is logged and counted,
         and the same events are read again at the next poll."""
-        if now - self._polled_at < POLL_EVERY:
+        if 0 <= now - self._polled_at < POLL_EVERY:  # a wall clock stepped back polls at once
             return
         self._polled_at = now
         try:
