@@ -28,28 +28,27 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-# The repo's root, for the loopback helpers in tests/ (whoever runs a bench script from bench/).
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# The loopback helpers of tests/, which import each other by their bare names (as under
+# pytest, whose conftest puts tests/ on the path), whoever runs a bench script from bench/.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from tests.http_service import HttpService
-from tests.prometheus_servers import (
+from http_service import HttpService, QuietHandler
+from prometheus_servers import (
     HOST,
     ServerFailed,
     ServerProcess,
-    answers,
     find_binary,
     spawn,
     start_node_exporter,
-    start_server,
     wait_until,
 )
-from tests.prometheus_servers import start_prometheus as start_prometheus_scraping
+from prometheus_servers import start_alertmanager as start_alertmanager_configured
+from prometheus_servers import start_prometheus as start_prometheus_scraping
 
 __all__ = [
     "Arrival",
@@ -68,7 +67,6 @@ __all__ = [
 ]
 
 MONIT_NAMES = ("monit",)
-ALERTMANAGER_NAMES = ("prometheus-alertmanager", "alertmanager")
 START_SECONDS = 30.0
 
 
@@ -120,21 +118,16 @@ class WebhookSink:
         found = self.arrivals(path, status, since)
         return found[0].at if found else None
 
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+    def _handler_class(self) -> type[QuietHandler]:
         sink = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 at = time.time()  # the whole request is in: the receiver has the alert
                 payload = _json_object(body)
                 sink.record(Arrival(at, self.path, str(payload.get("status", "")), payload))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
+                self.reply(200)
 
         return Handler
 
@@ -268,23 +261,10 @@ def start_alertmanager(
     send_resolved: bool = True,
 ) -> ServerProcess:
     """An Alertmanager routing every alert to one webhook, without clustering."""
-    binary = find_binary(ALERTMANAGER_NAMES, "prometheus-alertmanager")
-    config = workdir / "alertmanager.yml"
-    config.write_text(
-        json.dumps(_alertmanager_config(webhook_url, group_wait, group_interval,
-                                        repeat_interval, send_resolved), indent=2)
+    config = _alertmanager_config(
+        webhook_url, group_wait, group_interval, repeat_interval, send_resolved
     )
-
-    def argv(port: int) -> list[str]:
-        return [
-            binary,
-            f"--config.file={config}",
-            f"--storage.path={workdir / 'data'}",
-            f"--web.listen-address={HOST}:{port}",
-            "--cluster.listen-address=",  # no gossip port: one instance, loopback only
-        ]
-
-    return start_server("alertmanager", argv, workdir, answers("/-/ready"))
+    return start_alertmanager_configured(workdir, config)
 
 
 def _alertmanager_config(

@@ -38,16 +38,17 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo's root, for tests/
+# The project, and the loopback helpers of tests/, which import each other by their bare names
+# (as under pytest, whose conftest puts tests/ on the path).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from anchors import (
     ExecLog,
@@ -60,12 +61,12 @@ from anchors import (
     start_monit,
     start_prometheus,
 )
+from daemon_process import DaemonProcess, daemon_head
+from http_service import PROMETHEUS_TEXT, HttpService, free_port, text_handler
+from prometheus_servers import die_with_parent
+from smtp_server import ReceivedMail, SmtpTestServer
 
 from notifiers.builtin import BuiltinTickets
-from tests.daemon_process import DaemonProcess, daemon_head
-from tests.http_service import HttpService, free_port
-from tests.prometheus_servers import die_with_parent
-from tests.smtp_server import ReceivedMail, SmtpTestServer
 
 # No flap detection: the trials follow each other every few seconds, which would make the
 # alerts flap and hold back their resolution; Monit and Prometheus have none.
@@ -114,7 +115,10 @@ DEFAULT_RESOLVE_TIMEOUT = 420.0  # group_interval 5 m after the firing notice, a
 # Real outages are rarely that close, so each outage starts that long after the last one.
 REST = 31.0
 SETTLE = 1.5  # after a recovery, before the next fault: every pipeline back to normal
-STOP_POLL = 0.005  # how often the service's thread looks whether it should stop
+# How often the service's thread looks whether it should stop. The stock 0.5 s would leave
+# connections waiting in the backlog, refused only at the close: half of the 1 s polls would
+# land on the fault itself.
+STOP_POLL = 0.005
 POLL = 0.05  # how often the bench looks; the times come from the pipelines themselves
 
 # pipeline names, in the order of the table
@@ -125,30 +129,8 @@ PROM_TUNED = "prom_tuned"
 PROM_DEFAULT = "prom_default"
 
 
-class MetricsText(BaseHTTPRequestHandler):
-    """Answers any GET with Prometheus text, so that a scrape of `/` counts as up."""
-
-    def do_GET(self) -> None:
-        body = b"# TYPE ok gauge\nok 1\n"
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; version=0.0.4")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-class QuickStopService(HttpService):
-    """The loopback service, stopping within milliseconds. The stock one looks for its stop
-    every 0.5 s, and meanwhile connections wait in the backlog, to be refused only at the
-    close: half of the 1 s polls would land on the fault itself."""
-
-    def start(self) -> None:
-        ThreadingHTTPServer.allow_reuse_address = True
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self.handler)
-        threading.Thread(target=self._server.serve_forever, args=(STOP_POLL,), daemon=True).start()
+# Any GET answers Prometheus text, so that a scrape of `/` counts as up.
+MetricsText = text_handler(lambda: b"# TYPE ok gauge\nok 1\n", PROMETHEUS_TEXT)
 
 
 class TimedSmtp(SmtpTestServer):
@@ -323,7 +305,7 @@ def rig_running(workdir: Path) -> Iterator[Rig]:
         smtp.start()
         stack.callback(smtp.stop)
         sink = stack.enter_context(WebhookSink())
-        service = QuickStopService(handler=MetricsText)
+        service = HttpService(handler=MetricsText, poll_interval=STOP_POLL)
         service.start()
         stack.callback(service.stop)
         rig = Rig(service, smtp, ExecLog(workdir), sink, workdir / "sleeper.pid", workdir)

@@ -7,8 +7,13 @@ import json
 import math
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 DURATION_HINT = "use 30s, 5m, 4h or 1d"
+
+# Times are shown as calendar dates, which run from the year 1 to 9999.
+FIRST_INSTANT = datetime(1, 1, 2, tzinfo=UTC).timestamp()
+LAST_INSTANT = datetime(9999, 12, 31, tzinfo=UTC).timestamp()
 
 # Largest unit first: the order in which a duration must be written.
 _UNIT_SECONDS = {"w": 604_800.0, "d": 86_400.0, "h": 3_600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
@@ -80,3 +85,21 @@ def _largest_unit_first(units: list[str]) -> bool:
 def _not_a_duration(value: object) -> str:
     shown = json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
     return f"{shown} is not a duration; {DURATION_HINT}"
+
+
+def on_calendar(instant: float) -> bool:
+    """Whether `instant` can be shown as a date (the years 1 to 9999)."""
+    return FIRST_INSTANT <= instant < LAST_INSTANT
+
+
+def parse_instant(text: str) -> float:
+    """Epoch seconds of an ISO 8601 time, UTC unless it says its offset; ValueError when it is
+    not one or falls off the calendar."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+        instant = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    except (ValueError, OverflowError):  # not ISO 8601, or an offset off the calendar's end
+        instant = math.nan
+    if not on_calendar(instant):
+        raise ValueError(f"{text!r} is not a time")
+    return instant

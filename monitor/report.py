@@ -18,7 +18,8 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from monitor.durations import format_duration, parse_duration
+from monitor import store as st
+from monitor.durations import format_duration, on_calendar, parse_duration, parse_instant
 from rules.figures import (
     Breakdown,
     Episode,
@@ -91,22 +92,24 @@ def build_summary(
 
 
 def parse_since(text: str, now: float) -> float:
-    """`30d` (that long before `now`) or a date `2026-11-01` (midnight UTC) → epoch seconds;
-    ValueError with a hint otherwise."""
+    """The start of a report window: `30d` (that long before `now`) or a time (`2026-11-01`,
+    UTC unless it names its offset) → epoch seconds. ValueError says what is wrong (for the
+    command line and the API alike): not a duration or time, before the calendar, or ahead."""
     try:
-        return now - parse_duration(text)
+        since = now - parse_duration(text)
     except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(
-            f"--since {text!r}: give a duration back from now (30d, 12h) or a date "
-            "(2026-11-01, 2026-11-01T08:00)"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+        try:
+            since = parse_instant(text)
+        except ValueError:
+            raise ValueError(
+                f"{text!r} is not a duration back from now (30d, 12h) or a date "
+                "(2026-11-01, 2026-11-01T08:00Z)"
+            ) from None
+    if not on_calendar(since):
+        raise ValueError(f"{text!r} reaches back before the calendar")
+    if since > now:
+        raise ValueError(f"{text!r} is in the future")
+    return since
 
 
 # --- formatting, shared with the HTML report -----------------------------------------------------
@@ -382,24 +385,14 @@ def add_command(sub: Any, parents: list[argparse.ArgumentParser], handler: Any) 
     report.set_defaults(func=handler)
 
 
-def _window_start(text: str, now: float) -> float:
-    """`--since` for the command: ValueError also for a window that is empty or off the
-    calendar (a future date, `99999999w`), which `parse_since` lets its callers judge."""
-    since = parse_since(text, now)
-    if since > now:
-        raise ValueError(f"--since {text!r} is in the future")
-    try:
-        fmt_moment(since)
-    except (OverflowError, ValueError, OSError):
-        raise ValueError(f"--since {text!r} reaches back before the calendar") from None
-    return since
-
-
 def run(config_rules: Iterable[Rule], path: Any, args: argparse.Namespace) -> int:
     """The `report` command on the state file at `path`: 0, or raise ValueError to print."""
     until = time.time()
-    since = _window_start(args.since, until)
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        since = parse_since(args.since, until)
+    except ValueError as exc:
+        raise ValueError(f"--since {exc}") from None
+    conn = st.connect(path, readonly=True)
     try:
         summary = build_summary(conn, since, until, config_rules)
     finally:

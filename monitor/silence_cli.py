@@ -17,19 +17,23 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import math
 import sqlite3
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from monitor import store as st
 from monitor.config import Config
 from monitor.daemon import state_path
-from monitor.durations import DURATION_HINT, format_duration, parse_duration
+from monitor.durations import (
+    DURATION_HINT,
+    LAST_INSTANT,
+    format_duration,
+    parse_duration,
+    parse_instant,
+)
 from monitor.views import CliError, Handler, table, when
 from rules.silences import Silence, parse_matcher
 
@@ -37,9 +41,6 @@ TIME_HINT = "write 2026-11-23 06:00 (UTC) or 2026-11-23T06:00+01:00"
 # A silence that had not begun yet is expired by cutting it to this sliver ending now: the
 # daemon refuses a row that does not end after it starts, and may read it with an earlier `now`.
 _SLIVER = 0.001
-# Times are shown as calendar dates, which run from the year 1 to 9999.
-_FIRST_INSTANT = datetime(1, 1, 2, tzinfo=UTC).timestamp()
-_LAST_INSTANT = datetime(9999, 12, 31, tzinfo=UTC).timestamp()
 
 
 # --- the parser ----------------------------------------------------------------------------
@@ -145,13 +146,9 @@ def _id(text: str) -> int:
 def parse_time(text: str, option: str) -> float:
     """Epoch seconds of an ISO 8601 time; one without an offset is UTC."""
     try:
-        moment = datetime.fromisoformat(text.strip())
-        instant = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
-    except (ValueError, OverflowError):  # not ISO 8601, or an offset off the calendar's end
-        instant = math.nan
-    if not on_calendar(instant):
-        raise CliError(f"{option} {text!r} is not a time; {TIME_HINT}")
-    return instant
+        return parse_instant(text)
+    except ValueError:
+        raise CliError(f"{option} {text!r} is not a time; {TIME_HINT}") from None
 
 
 def _interval(args: argparse.Namespace, now: float) -> tuple[float, float]:
@@ -169,7 +166,7 @@ def _interval(args: argparse.Namespace, now: float) -> tuple[float, float]:
 
 def check_interval(start: float, end: float, now: float) -> None:
     """CliError unless a silence from `start` to `end` would mute something, on the calendar."""
-    if end >= _LAST_INSTANT:
+    if end >= LAST_INSTANT:
         raise CliError("the silence would end after the year 9999: give a nearer end")
     if end <= now:
         raise CliError(
@@ -189,11 +186,6 @@ def positive_duration(text: str | float, option: str) -> float:
     if seconds <= 0:
         raise CliError(f"{option} {text!r}: a silence must last some time")
     return seconds
-
-
-def on_calendar(instant: float) -> bool:
-    """Whether `instant` can be shown as a date (the years 1 to 9999)."""
-    return _FIRST_INSTANT <= instant < _LAST_INSTANT
 
 
 def build_silence(

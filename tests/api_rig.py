@@ -8,46 +8,26 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from comms_parts import HEAD, dispatcher, wire
+from comms_parts import HEAD, DaemonRig, web_down
 
 from monitor.api import Api
 from monitor.api_config import ApiConfig
-from monitor.config import parse_config
 from monitor.metrics import Metrics
 from monitor.web import WebServer, serve
 
 TOKEN = "0123456789abcdef-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 # The start of a rig's config: a web probe, whose samples the tests pass in, and a rule that
-# opens an incident of the intranet when a page does not answer. A test file adds the rule's
-# further keys and tables of its own.
-WEB_DOWN = (
-    HEAD
-    + """
-[[probe]]
-name = "web"
-kind = "http"
-url = "http://127.0.0.1:9/"
-
-[[rule]]
-name = "web_down"
-probe = "web"
-metric = "http_up"
-condition = "value == 0"
-service = "intranet"
-"""
-)
+# opens an incident of the intranet when a page does not answer. A test file adds tables of its
+# own.
+WEB_DOWN = HEAD + web_down('service = "intranet"')
 
 
-class ApiRig:
-    """`config` is a test config with a `{state}` placeholder (WEB_DOWN and more); a test file's
-    rig adds the ways it feeds samples and reads the store."""
+class ApiRig(DaemonRig):
+    """`config` is a test config with a `{state}` placeholder (WEB_DOWN and more)."""
 
     def __init__(self, tmp: Path, config: str, settings: ApiConfig, now: float) -> None:
-        parts = wire(parse_config(config.format(state=tmp / "state"), str(tmp / "config.toml")))
-        self.config, self.store, self.engine, self.comms, _ = parts
-        self.now = now
-        self.dispatcher = dispatcher(parts, clock=lambda: self.now)
+        super().__init__(tmp, config, now)
         self.woken = 0
         self.api = Api(
             self.store,
@@ -64,13 +44,6 @@ class ApiRig:
     def _wake(self) -> None:
         self.woken += 1
 
-    def tick(self, now: float) -> None:
-        """A tick of the daemon at `now` and a delivery pass."""
-        self.now = now
-        self.engine.tick(now)
-        self.comms.tick(now)
-        self.dispatcher.run_once()
-
     def get(self, path: str, **kwargs: Any) -> requests.Response:
         return requests.get(f"{self.base}{path}", timeout=5, **kwargs)
 
@@ -84,7 +57,7 @@ class ApiRig:
 
     def close(self) -> None:
         self.server.shutdown()
-        self.store.close()
+        super().close()
 
 
 def error_of(response: requests.Response, status: int) -> str:

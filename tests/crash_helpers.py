@@ -12,40 +12,16 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon_process import DaemonProcess, daemon_head
-from http_service import HttpService, free_port
+from daemon_process import ServiceRig, builtin_desk, http_down, metric_value
 from smtp_server import SmtpTestServer
 
 from monitor.dispatcher import _message_id
 
-HELPDESK = "helpdesk@example.com"
-USERS = "staff@example.com"
 HOSTNAME = "testhost"
 RULE = "intranet_down"
 
-CONFIG = """
-[helpdesk]
-kind = "builtin"
-contact = "{helpdesk}"
-
-[notify]
-helpdesk = ["{helpdesk}"]
-users = ["{users}"]
-
-[[probe]]
-name = "intranet"
-kind = "http"
-interval = "{interval}"
-timeout = "1s"
-jitter = "0s"
-url = "{url}"
-
-[[rule]]
-name = "{rule}"
-probe = "intranet"
-metric = "http_up"
-condition = "value == 0"
-severity = "critical"
+# The keys of intranet_down beyond those of http_down.
+RULE_KEYS = """severity = "critical"
 service = "the intranet"
 summary = "The intranet is not answering"
 notify_users = true
@@ -65,7 +41,12 @@ class Delivery:
     attempts: int
 
 
-class Rig:
+def daemon_config(url: str) -> str:
+    """The built-in help desk and the intranet's probe and rule, for the intranet at `url`."""
+    return builtin_desk() + http_down("intranet", url, RULE_KEYS)
+
+
+class Rig(ServiceRig):
     """The daemon, its service, its mail server and its state directory, for one test."""
 
     def __init__(
@@ -74,32 +55,12 @@ class Rig:
         smtp: SmtpTestServer,
         state: Path,
         *,
-        interval: str = "1s",
         env: dict[str, str] | None = None,
         **daemon_keys: str,
     ) -> None:
-        self.service = HttpService()
+        super().__init__(tmp, daemon_config, state=state, env=env, hostname=HOSTNAME,
+                         smtp_port=smtp.port, **daemon_keys)
         self.smtp = smtp
-        self.state = state
-        port = free_port()
-        config = tmp / "config.toml"
-        head = daemon_head(state, port, hostname=HOSTNAME, smtp_port=smtp.port, **daemon_keys)
-        config.write_text(head + CONFIG.format(
-            helpdesk=HELPDESK, users=USERS, interval=interval, url=self.service.url, rule=RULE
-        ))
-        self.daemon = DaemonProcess(config, tmp / "daemon.log", port, env=env)
-
-    @property
-    def db(self) -> Path:
-        return self.state / "forewarn.db"
-
-    def rows(self, sql: str, params: tuple[object, ...] = ()) -> list[sqlite3.Row]:
-        """Read the daemon's state file (WAL: safe while it writes); [] before it exists."""
-        if not self.db.exists():
-            return []
-        with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10) as conn:
-            conn.row_factory = sqlite3.Row
-            return list(conn.execute(sql, params))
 
     def incidents(self, rule: str = RULE) -> list[sqlite3.Row]:
         return self.rows("SELECT * FROM incident WHERE rule = ? ORDER BY id", (rule,))
@@ -137,18 +98,12 @@ class Rig:
 
     def metric_value(self, name: str) -> float | None:
         """The value of an unlabelled line of /metrics, e.g. `forewarn_outbox_dead`."""
-        for line in (self.daemon.metrics() or "").splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-        return None
+        return metric_value(self.daemon.metrics() or "", name + " ")
 
     def probe_runs(self) -> float:
         """How many runs of the probe /metrics has counted (the duration histogram's count)."""
-        prefix = 'forewarn_probe_duration_seconds_count{kind="http",probe="intranet"}'
-        for line in (self.daemon.metrics() or "").splitlines():
-            if line.startswith(prefix):
-                return float(line.split()[1])
-        return 0.0
+        prefix = 'forewarn_probe_duration_seconds_count{kind="http",probe="intranet"} '
+        return metric_value(self.daemon.metrics() or "", prefix) or 0.0
 
     def integrity(self) -> str:
         return str(self.rows("PRAGMA integrity_check")[0][0])

@@ -1,17 +1,22 @@
-"""Start `forewarn run` as a real subprocess with a config written for a test."""
+"""Start `forewarn run` as a real subprocess with a config written for a test, and look at
+what it keeps: its /metrics and, read-only, its state file."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 import requests
+from http_service import HttpService, free_port
 
 T = TypeVar("T")
 
@@ -69,15 +74,56 @@ condition = "value == 0"
 """
 
 
+HELPDESK = "helpdesk@example.com"
+USERS = "staff@example.com"
+
+BUILTIN_DESK = """
+[helpdesk]
+kind = "builtin"
+contact = "{helpdesk}"
+
+[notify]
+helpdesk = ["{helpdesk}"]
+users = ["{users}"]
+"""
+
+
+def builtin_desk(helpdesk: str = HELPDESK, users: str = USERS) -> str:
+    """The TOML of the built-in help desk reached at `helpdesk`, with the help desk's and the
+    users' mail addresses (the mails need `daemon_head(smtp_port=...)`)."""
+    return BUILTIN_DESK.format(helpdesk=helpdesk, users=users)
+
+
 def http_probe(name: str, url: str) -> str:
     """The TOML of an http probe `name` of `url`, run every second."""
     return HTTP_PROBE.format(name=name, url=url)
 
 
-def http_down(name: str, url: str, rule_keys: str = "") -> str:
-    """The TOML of `http_probe(name, url)` and a rule `{name}_down` that holds while the probe
-    gets no answer, with `rule_keys` (TOML lines, e.g. a summary) added to the rule."""
-    return http_probe(name, url) + DOWN_RULE.format(name=name) + rule_keys
+def http_down(name: str, url: str, rule_keys: str = "", probe_keys: str = "") -> str:
+    """The TOML of `http_probe(name, url)` with `probe_keys` added, and a rule `{name}_down`
+    that holds while the probe gets no answer, with `rule_keys` added (TOML lines, e.g. a
+    `body_regex` for the probe, a summary for the rule)."""
+    return http_probe(name, url) + probe_keys + DOWN_RULE.format(name=name) + rule_keys
+
+
+def state_rows(state: Path, sql: str, params: tuple[object, ...] = ()) -> list[sqlite3.Row]:
+    """Read the state file of the daemon whose state directory is `state`, read-only (WAL:
+    safe while it writes); [] before the daemon has made it."""
+    db = state / "forewarn.db"
+    if not db.exists():
+        return []
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as conn:
+        conn.row_factory = sqlite3.Row
+        return list(conn.execute(sql, params))
+
+
+def metric_value(text: str, line_start: str) -> float | None:
+    """The value of the first line of the /metrics `text` that starts with `line_start`
+    (`name ` for an unlabelled series, `name{label="..."` for a labelled one)."""
+    for line in text.splitlines():
+        if line.startswith(line_start):
+            return float(line.split()[-1])
+    return None
 
 
 def wait_until(
@@ -92,6 +138,14 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+class Service(Protocol):
+    """A loopback service a test starts and stops (HttpService, SmtpTestServer, ...)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 class DaemonProcess:
@@ -150,3 +204,56 @@ class DaemonProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
+
+    @contextlib.contextmanager
+    def running(self, *services: Service, start: bool = True) -> Iterator[DaemonProcess]:
+        """Start `services`, then the daemon (with `start=False` the test starts it); on the
+        way out stop the daemon, then the services, and, when the body went well, fail unless
+        the daemon exited with 0 (a failed body's own error says more)."""
+        for service in services:
+            service.start()
+        try:
+            if start:
+                self.start()
+            yield self
+        finally:
+            code = self.stop()
+            for service in services:
+                service.stop()
+        assert code == 0, self.log()
+
+
+class ServiceRig:
+    """For one test: the daemon watching one loopback HTTP service (`service`, answering with
+    `handler`, by default "ok").
+
+    Its config is `daemon_head` with `head` (smtp_port, hostname, daemon keys), then
+    `config(url)` for the service's URL. Its files are in `tmp`: config.toml, daemon.log and
+    the state directory `state` (tmp/state unless given)."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        config: Callable[[str], str],
+        *,
+        state: Path | None = None,
+        env: dict[str, str] | None = None,
+        handler: type[BaseHTTPRequestHandler] | None = None,
+        **head: Any,
+    ) -> None:
+        self.service = HttpService() if handler is None else HttpService(handler=handler)
+        self.state = state or tmp / "state"
+        port = free_port()
+        path = tmp / "config.toml"
+        path.write_text(daemon_head(self.state, port, **head) + config(self.service.url))
+        self.daemon = DaemonProcess(path, tmp / "daemon.log", port, env=env)
+
+    def rows(self, sql: str, params: tuple[object, ...] = ()) -> list[sqlite3.Row]:
+        return state_rows(self.state, sql, params)
+
+    @contextlib.contextmanager
+    def running(self, start: bool = False) -> Iterator[Self]:
+        """The service up, and with `start` the daemon too (else the test starts it); the
+        daemon's exit checked on the way out, as `DaemonProcess.running` does."""
+        with self.daemon.running(self.service, start=start):
+            yield self

@@ -11,10 +11,9 @@ import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from http_service import free_port
+from http_service import HttpService, QuietHandler
 
 HOST = "127.0.0.1"
 
@@ -39,15 +38,15 @@ class WebhookDesk:
     makes it answer that status to everything, `failing = None` accepts again."""
 
     def __init__(self) -> None:
-        self.port = free_port()
         self.failing: int | None = None
         self._hooks: list[Hook] = []
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
+        # stops within 50 ms: a request meanwhile would wait, then be refused at the close
+        self._service = HttpService(handler=_handler_for(self), poll_interval=0.05)
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.port}/hooks/forewarn"
+        return f"{self._service.url}hooks/forewarn"
 
     @property
     def hooks(self) -> list[Hook]:
@@ -58,18 +57,10 @@ class WebhookDesk:
         return [hook for hook in self.hooks if hook.accepted]
 
     def start(self) -> None:
-        ThreadingHTTPServer.allow_reuse_address = True
-        server = ThreadingHTTPServer((HOST, self.port), _handler_for(self))
-        self._server = server
-        threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
+        self._service.start()
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        self._service.stop()
 
     def answer(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """Record the request; the status and JSON body to answer it with."""
@@ -83,20 +74,12 @@ class WebhookDesk:
         return status, body
 
 
-def _handler_for(desk: WebhookDesk) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+def _handler_for(desk: WebhookDesk) -> type[QuietHandler]:
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             status, answer = desk.answer(json.loads(self.rfile.read(length)))
-            body = json.dumps(answer).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
+            self.reply(status, json.dumps(answer).encode(), "application/json")
 
     return Handler
 

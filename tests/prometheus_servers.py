@@ -1,4 +1,4 @@
-"""Real node_exporter and Prometheus servers on loopback for tests (the Debian packages).
+"""Real node_exporter, Prometheus and Alertmanager servers on loopback for tests (Debian's).
 
     from prometheus_servers import ServerProcess, node_exporter, prometheus  # fixtures
 
@@ -9,7 +9,8 @@ The fixtures are session-scoped and shared: whichever test module asks first sta
 server, every later one gets the same, and the session's end stops it. (Listing this module
 in `pytest_plugins` works as well as importing the fixtures.) `prometheus` scrapes the
 `node_exporter` every second as job "node" and is handed out once that target is up.
-`start_prometheus` builds another one scraping other targets (a daemon's /metrics).
+`start_prometheus` builds another one scraping other targets (a daemon's /metrics), and
+`start_alertmanager` an Alertmanager.
 
 Each server listens on a free loopback port, keeps its data in a temporary directory and
 writes its log to a file there, whose tail is shown when it does not start or dies. A
@@ -23,7 +24,6 @@ import ctypes
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,6 +32,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from http_service import free_port
 
 HOST = "127.0.0.1"
 START_SECONDS = 30.0  # Prometheus applies new scrape targets only every 5 s
@@ -40,6 +41,7 @@ POLL_SECONDS = 0.05
 PORT_ATTEMPTS = 3
 NODE_EXPORTER_NAMES = ("prometheus-node-exporter", "node_exporter")
 PROMETHEUS_NAMES = ("prometheus",)
+ALERTMANAGER_NAMES = ("prometheus-alertmanager", "alertmanager")
 
 
 class ServerFailed(Exception):
@@ -100,12 +102,6 @@ def find_binary(names: Sequence[str], package: str) -> str:
         if found:
             return found
     pytest.skip(f"{names[0]} is not installed (Debian package {package}; tests/run.sh installs it)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 _LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here: the forked child must not dlopen
@@ -174,13 +170,16 @@ def start_server(
     raise AssertionError("unreachable")
 
 
+def listening(binary: str, *flags: str) -> Callable[[int], list[str]]:
+    """The command line of a server of the Prometheus family: `binary` with `flags`, listening
+    on the loopback port it is given."""
+    return lambda port: [binary, *flags, f"--web.listen-address={HOST}:{port}"]
+
+
 def start_node_exporter(workdir: Path, extra_args: Sequence[str] = ()) -> ServerProcess:
     binary = find_binary(NODE_EXPORTER_NAMES, "prometheus-node-exporter")
-
-    def argv(port: int) -> list[str]:
-        return [binary, f"--web.listen-address={HOST}:{port}", *extra_args]
-
-    return start_server("node_exporter", argv, workdir, answers("/metrics"))
+    return start_server("node_exporter", listening(binary, *extra_args), workdir,
+                        answers("/metrics"))
 
 
 def write_prometheus_config(
@@ -214,15 +213,7 @@ def start_prometheus(
     binary = find_binary(PROMETHEUS_NAMES, "prometheus")
     config = workdir / "prometheus.yml"
     write_prometheus_config(config, jobs, scrape_interval, more)
-
-    def argv(port: int) -> list[str]:
-        return [
-            binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={workdir / 'data'}",
-            f"--web.listen-address={HOST}:{port}",
-        ]
-
+    argv = listening(binary, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'data'}")
     server = start_server("prometheus", argv, workdir, answers("/-/ready"))
     for job in wait_for_jobs:
         try:
@@ -231,6 +222,21 @@ def start_prometheus(
             server.stop()
             raise
     return server
+
+
+def start_alertmanager(workdir: Path, config: Mapping[str, object]) -> ServerProcess:
+    """An Alertmanager with `config` (alertmanager.yml's content), without clustering: each
+    instance sends on its own, and opens no gossip port. Returned once ready."""
+    binary = find_binary(ALERTMANAGER_NAMES, "prometheus-alertmanager")
+    path = workdir / "alertmanager.yml"
+    path.write_text(json.dumps(config, indent=2))  # JSON is YAML
+    argv = listening(
+        binary,
+        f"--config.file={path}",
+        f"--storage.path={workdir / 'data'}",
+        "--cluster.listen-address=",
+    )
+    return start_server("alertmanager", argv, workdir, answers("/-/ready"))
 
 
 def query(server: ServerProcess, promql: str) -> list[dict[str, object]]:

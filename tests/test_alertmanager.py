@@ -6,33 +6,32 @@ from __future__ import annotations
 
 import copy
 import json
-import sqlite3
 import subprocess
 import threading
 import time
 import tomllib
 from collections.abc import Iterator
-from contextlib import ExitStack, closing
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 import requests
 from comms_parts import Parts, wire
-from daemon_process import DaemonProcess, daemon_head, wait_until
-from http_service import HttpService
+from daemon_process import DaemonProcess, daemon_head, state_rows, wait_until
+from http_service import PROMETHEUS_TEXT, HttpService, QuietHandler, text_handler
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_servers import (
+    ALERTMANAGER_NAMES,
     PROMETHEUS_NAMES,
     ServerProcess,
-    answers,
     find_binary,
     free_port,
+    start_alertmanager,
     start_prometheus,
-    start_server,
 )
 from redmine_server import RedmineServer, redmine_server  # noqa: F401  (the fixture)
 
@@ -445,7 +444,6 @@ def test_the_daemon_resolves_an_alert_whose_ends_at_passed(tmp_path: Path) -> No
 
 SCRAPE = "1s"
 REPLICA_B_WAIT = "3s"  # the second replica's group_wait: the first has opened the ticket
-ALERTMANAGER_NAMES = ("prometheus-alertmanager", "alertmanager")
 FIRE_SECONDS = 30.0  # bounds, not expectations: the pipeline takes about 1-5 s
 TOKEN = "test-token-" + "0123456789abcdef" * 2
 
@@ -463,31 +461,16 @@ token = {{ file = "{token_file}" }}
 """
 
 
-class _MetricsHandler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = b"# TYPE demo_requests_total counter\ndemo_requests_total 1\n"
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; version=0.0.4")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+METRICS_TEXT = b"# TYPE demo_requests_total counter\ndemo_requests_total 1\n"
 
 
-class _CaptureHandler(BaseHTTPRequestHandler):
+class _CaptureHandler(QuietHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         server = cast(Capture, self.server)
         with server.lock:
             server.payloads.append(json.loads(body))
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+        self.reply(200)
 
 
 class Capture(ThreadingHTTPServer):
@@ -511,7 +494,7 @@ class Capture(ThreadingHTTPServer):
 
 def scraped_target() -> HttpService:
     """A scraped service that can go down (connection refused) and come back on its port."""
-    return HttpService(handler=_MetricsHandler)
+    return HttpService(handler=text_handler(lambda: METRICS_TEXT, PROMETHEUS_TEXT))
 
 
 @dataclass
@@ -527,12 +510,13 @@ class Replica:
 
     def incidents(self) -> list[tuple[str, str, str | None]]:
         """(marker, status, ticket id) of each incident of the `alertmanager` rule."""
-        with closing(sqlite3.connect(f"file:{self.state}?mode=ro", uri=True)) as db:
-            return db.execute(
-                "SELECT i.marker, i.status, t.external_id FROM incident i"
-                " LEFT JOIN ticket t ON t.incident_id = i.id WHERE i.rule = ? ORDER BY i.id",
-                (RULE_NAME,),
-            ).fetchall()
+        rows = state_rows(
+            self.state,
+            "SELECT i.marker, i.status, t.external_id FROM incident i"
+            " LEFT JOIN ticket t ON t.incident_id = i.id WHERE i.rule = ? ORDER BY i.id",
+            (RULE_NAME,),
+        )
+        return [(row[0], row[1], row[2]) for row in rows]
 
 
 @dataclass
@@ -562,7 +546,7 @@ def start_replica(name: str, workdir: Path, desk: RedmineServer, token_file: Pat
     )
     process = DaemonProcess(config, workdir / "forewarn.log", port)
     process.start()
-    return Replica(name, port, state / "forewarn.db", process)
+    return Replica(name, port, state, process)
 
 
 def webhook(url: str, token_file: Path) -> dict[str, Any]:
@@ -587,24 +571,6 @@ def alertmanager_config(routes: list[tuple[str, str, dict[str, Any]]]) -> dict[s
         },
         "receivers": [{"name": name, "webhook_configs": [hook]} for name, _, hook in routes],
     }
-
-
-def start_alertmanager(workdir: Path, config: dict[str, Any]) -> ServerProcess:
-    binary = find_binary(ALERTMANAGER_NAMES, "prometheus-alertmanager")
-    workdir.mkdir()
-    path = workdir / "alertmanager.yml"
-    path.write_text(json.dumps(config, indent=2))  # JSON is YAML
-
-    def argv(port: int) -> list[str]:
-        return [
-            binary,
-            f"--config.file={path}",
-            f"--storage.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--cluster.listen-address=",  # no cluster: each sends on its own
-        ]
-
-    return start_server("alertmanager", argv, workdir, answers("/-/ready"))
 
 
 def start_alerting_prometheus(
@@ -665,7 +631,9 @@ def fleet(
         second = alertmanager_config([("forewarn-a", "0s", webhook(a.webhook, token_file))])
         alertmanagers = []
         for number, config in enumerate((first, second), 1):
-            alertmanagers.append(start_alertmanager(workdir / f"am{number}", config))
+            am_dir = workdir / f"am{number}"
+            am_dir.mkdir()
+            alertmanagers.append(start_alertmanager(am_dir, config))
             stack.callback(alertmanagers[-1].stop)
         prometheus = start_alerting_prometheus(workdir / "prometheus", target, alertmanagers)
         stack.callback(prometheus.stop)

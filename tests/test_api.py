@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 import requests
-from api_rig import AUTH, TOKEN, WEB_DOWN, ApiRig, error_of
+from api_rig import AUTH, TOKEN, ApiRig, error_of
+from comms_parts import HEAD, audience, escalation, step, web_down
 from daemon_process import DaemonProcess, daemon_head
 from http_service import free_port
 from hypothesis import HealthCheck, given, settings
@@ -39,26 +40,12 @@ INTRANET = "http://intranet/"
 WIKI = "http://wiki/"
 
 CONFIG = (
-    WEB_DOWN
-    + """notify_users = true
-escalation = "oncall"
-
-[[audience]]
-name = "office"
-services = ["intranet"]
-email = ["office@example.com"]
-
-[[escalation]]
-name = "oncall"
-
-[[escalation.step]]
-after = "0s"
-notify = ["tier1@example.com"]
-
-[[escalation.step]]
-after = "30m"
-notify = ["tier2@example.com"]
-"""
+    HEAD
+    + web_down('service = "intranet"', "notify_users = true", 'escalation = "oncall"')
+    + audience("office", "intranet", "office@example.com")
+    + escalation("oncall")
+    + step("0s", "tier1@example.com")
+    + step("30m", "tier2@example.com")
 )
 
 

@@ -14,9 +14,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from comms_parts import HEAD, dispatcher, wire
+from comms_parts import HEAD, DaemonRig, audience, web_down
 
-from monitor.config import parse_config
 from monitor.store import acknowledge
 from notifiers.apprise_channel import target_id
 from notifiers.render import Renderer
@@ -32,39 +31,21 @@ CONFIG = (
 [notices]
 update_every = "1h"
 ticket_update_every = "6h"
-
-[[probe]]
-name = "web"
-kind = "http"
-url = "http://127.0.0.1:9/"
-
-[[rule]]
-name = "web_down"
-probe = "web"
-metric = "http_up"
-condition = "value == 0"
-service = "intranet"
-notify_users = true
-
+"""
+    + web_down('service = "intranet"', "notify_users = true")
+    + """
 [[rule]]
 name = "web_slow"
 probe = "web"
 metric = "http_duration_seconds"
 condition = "value > 2"
 service = "intranet"
-
-[[audience]]
-name = "office"
-services = ["intranet"]
-email = ["office@example.com"]
-apprise = ["{chat}"]
-language = "it"
-
-[[audience]]
-name = "mail-users"
-services = ["mail"]
-email = ["mail-users@example.com"]
-
+"""
+    + audience(
+        "office", "intranet", "office@example.com", 'apprise = ["{chat}"]', 'language = "it"'
+    )
+    + audience("mail-users", "mail", "mail-users@example.com")
+    + """
 [[service]]
 name = "mail"
 
@@ -83,20 +64,14 @@ announce_before = "1d"
 WEB = {"url": "http://intranet/", "probe": "web"}
 
 
-class Rig:
+class Rig(DaemonRig):
     def __init__(self, tmp: Path) -> None:
-        text = CONFIG.format(state=tmp / "state", chat=CHAT)
-        parts = wire(parse_config(text, str(tmp / "config.toml")))
-        self.config, self.store, self.engine, self.comms, _ = parts
-        self.now = T0
-        self.dispatcher = dispatcher(parts, clock=lambda: self.now)
+        super().__init__(tmp, CONFIG, T0, chat=CHAT)
 
     def web(self, up: float, now: float) -> None:
         self.now = now
         self.engine.process([Sample("http_up", float(up), now, WEB)], now)
-        self.engine.tick(now)
-        self.comms.tick(now)
-        self.dispatcher.run_once()  # creates the ticket (mails fail: no [smtp] channel here)
+        self.tick(now)  # creates the ticket (mails fail: no [smtp] channel here)
 
     def notices(self, audience: str = "office") -> list[tuple[str, int, str]]:
         rows = self.store.query(
@@ -113,7 +88,7 @@ class Rig:
 def rig(tmp_path: Path) -> Iterator[Rig]:
     rig = Rig(tmp_path)
     yield rig
-    rig.store.close()
+    rig.close()
 
 
 def test_an_outage_told_step_by_step_to_its_audience_only(rig: Rig) -> None:

@@ -11,26 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemon_process import DaemonProcess, daemon_head, http_down, wait_until
-from http_service import HttpService, free_port
+from daemon_process import HELPDESK, USERS, ServiceRig, builtin_desk, http_down, wait_until
 from smtp_server import ReceivedMail, SmtpTestServer
 
 from notifiers.builtin import BuiltinTickets
 
 pytestmark = pytest.mark.slow
-
-HELPDESK = "helpdesk@example.com"
-USERS = "staff@example.com"
-
-CONFIG = """
-[helpdesk]
-kind = "builtin"
-contact = "{helpdesk}"
-
-[notify]
-helpdesk = ["{helpdesk}"]
-users = ["{users}"]
-"""
 
 # The keys of intranet_down beyond those of http_down.
 INTRANET_DOWN = """severity = "critical"
@@ -41,22 +27,17 @@ notify_users = true
 """
 
 
-class Rig:
+def daemon_config(url: str) -> str:
+    """The built-in help desk and the intranet's probe and rule, for the intranet at `url`."""
+    return builtin_desk() + http_down("intranet", url, INTRANET_DOWN)
+
+
+class Rig(ServiceRig):
     """The daemon, its service, its mail server and its state, for one test."""
 
     def __init__(self, tmp: Path, smtp: SmtpTestServer) -> None:
-        self.service = HttpService()
+        super().__init__(tmp, daemon_config, smtp_port=smtp.port, reopen_within="1h")
         self.smtp = smtp
-        self.state = tmp / "state"
-        metrics_port = free_port()
-        config = tmp / "config.toml"
-        head = daemon_head(self.state, metrics_port, smtp_port=smtp.port, reopen_within="1h")
-        config.write_text(
-            head
-            + CONFIG.format(helpdesk=HELPDESK, users=USERS)
-            + http_down("intranet", self.service.url, INTRANET_DOWN)
-        )
-        self.daemon = DaemonProcess(config, tmp / "daemon.log", metrics_port)
 
     def tickets(self) -> BuiltinTickets:
         return BuiltinTickets(str(self.state / "forewarn.db"))
@@ -87,15 +68,8 @@ def _is(mail: ReceivedMail, to: str, words: str) -> bool:
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[Rig]:
-    with SmtpTestServer() as smtp:
-        rig = Rig(tmp_path, smtp)
-        rig.service.start()
-        try:
-            yield rig
-        finally:
-            code = rig.daemon.stop()
-            rig.service.stop()
-            assert code == 0, rig.daemon.log()
+    with SmtpTestServer() as smtp, Rig(tmp_path, smtp).running() as rig:
+        yield rig
 
 
 def _healthy(rig: Rig) -> None:
@@ -151,17 +125,9 @@ def test_outage_opens_resolves_and_reopens_one_ticket(rig: Rig) -> None:
 
 def test_kill_9_after_detection_loses_and_duplicates_nothing(rig: Rig) -> None:
     _healthy(rig)
-    db = rig.state / "forewarn.db"
 
     rig.service.stop()
-
-    def incident_recorded() -> bool:
-        import sqlite3
-
-        with sqlite3.connect(db) as conn:
-            return bool(conn.execute("SELECT COUNT(*) FROM incident").fetchone()[0])
-
-    wait_until(incident_recorded, 15, "the incident row")
+    wait_until(lambda: rig.rows("SELECT id FROM incident"), 15, "the incident row")
     rig.daemon.kill9()  # right after detection: the outbox holds the ticket and the mails
     rig.daemon.start()
 

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from cli_runner import forewarn
-from comms_parts import HEAD, wire
+from comms_parts import HEAD, audience, escalation, step, web_down, wire
 
 from monitor.config import parse_config
 from probes.base import Sample
@@ -29,23 +29,11 @@ MONDAY_09 = datetime(2026, 11, 23, 9, 0, tzinfo=ROME).timestamp()
 
 CONFIG = (
     HEAD
+    + web_down('service = "intranet"', 'escalation = "oncall"')
     + """
-[[probe]]
-name = "web"
-kind = "http"
-url = "http://127.0.0.1:9/"
-
 [[probe]]
 name = "disk"
 kind = "disk"
-
-[[rule]]
-name = "web_down"
-probe = "web"
-metric = "http_up"
-condition = "value == 0"
-service = "intranet"
-escalation = "oncall"
 
 [[rule]]
 name = "disk_filling"
@@ -56,36 +44,20 @@ window = "2h"
 predict = 100
 service = "file shares"
 escalation = "oncall"
-
-[[audience]]
-name = "tier2"
-services = ["intranet"]
-email = ["tier2@example.com"]
-
-[[escalation]]
-name = "oncall"
-urgent_gap = "1m"
-
+"""
+    + audience("tier2", "intranet", "tier2@example.com")
+    + escalation("oncall", 'urgent_gap = "1m"')
+    + """
 [escalation.business_hours]
 days = "mon-fri"
 start = "09:00"
 end = "17:00"
 timezone = "Europe/Rome"
 holidays = "IT"
-
-[[escalation.step]]
-after = "0s"
-notify = ["tier1@example.com"]
-
-[[escalation.step]]
-after = "30m"
-notify = ["tier2"]
-{limited}
-
-[[escalation.step]]
-after = "2h"
-notify = ["boss@example.com"]
 """
+    + step("0s", "tier1@example.com")
+    + step("30m", "tier2", "{limited}")
+    + step("2h", "boss@example.com")
 )
 
 

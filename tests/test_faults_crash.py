@@ -41,14 +41,8 @@ def smtp() -> Iterator[SmtpTestServer]:
 
 @pytest.fixture
 def rig(tmp_path: Path, smtp: SmtpTestServer) -> Iterator[Rig]:
-    rig = Rig(tmp_path, smtp, tmp_path / "state", reopen_within="0s")
-    rig.service.start()
-    try:
+    with Rig(tmp_path, smtp, tmp_path / "state", reopen_within="0s").running() as rig:
         yield rig
-    finally:
-        code = rig.daemon.stop()
-        rig.service.stop()
-        assert code == 0, rig.daemon.log()
 
 
 # --- 1. kill -9 at random points of outages ------------------------------------------------
@@ -189,14 +183,8 @@ def _faketime_env(offset_file: Path) -> dict[str, str]:
 @pytest.fixture
 def clock_rig(tmp_path: Path, smtp: SmtpTestServer) -> Iterator[tuple[Rig, Path]]:
     offset = tmp_path / "faketime-offset"
-    rig = Rig(tmp_path, smtp, tmp_path / "state", env=_faketime_env(offset))
-    rig.service.start()
-    try:
+    with Rig(tmp_path, smtp, tmp_path / "state", env=_faketime_env(offset)).running() as rig:
         yield rig, offset
-    finally:
-        code = rig.daemon.stop()
-        rig.service.stop()
-        assert code == 0, rig.daemon.log()
 
 
 def _uptime(rig: Rig) -> float:
@@ -312,10 +300,7 @@ def _serves_for(rig: Rig, seconds: float) -> None:
 def test_full_state_disk_keeps_serving_and_delivers_once_freed(
     tmp_path: Path, smtp: SmtpTestServer, small_state: Path
 ) -> None:
-    rig = Rig(tmp_path, smtp, small_state)
-    rig.service.start()
-    rig.daemon.start()
-    try:
+    with Rig(tmp_path, smtp, small_state).running(start=True) as rig:
         wait_until(rig.probe_runs, 10, "a first probe run")
         disk = shutil.disk_usage(small_state)
         fill(small_state / "filler-1", leave=disk.total // 50)  # 2 % free: under the 5 % rule
@@ -333,10 +318,6 @@ def test_full_state_disk_keeps_serving_and_delivers_once_freed(
                    f"the outage's ticket and mails ({rig.daemon.log()})")
         rig.service.start()
         wait_until(rig.settled, 15, f"every incident resolved and told ({rig.daemon.log()})")
-    finally:
-        code = rig.daemon.stop()
-        rig.service.stop()
-    assert code == 0, rig.daemon.log()
     assert rig.integrity() == "ok"
     incidents = rig.rows("SELECT * FROM incident ORDER BY id")
     assert [i["rule"] for i in incidents] == ["state_dir_full", RULE]

@@ -21,7 +21,16 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
-from daemon_process import DaemonProcess, daemon_head, http_down, wait_until
+from daemon_process import (
+    HELPDESK,
+    USERS,
+    DaemonProcess,
+    builtin_desk,
+    daemon_head,
+    http_down,
+    metric_value,
+    wait_until,
+)
 from faults import Hook, NotifyListener, WebhookDesk, silent_listener
 from http_service import HttpService, free_port
 from smtp_server import ReceivedMail, SmtpTestServer
@@ -30,25 +39,12 @@ from notifiers.builtin import BuiltinTickets
 
 pytestmark = pytest.mark.slow
 
-HELPDESK = "helpdesk@example.com"
-USERS = "staff@example.com"
-
 WEBHOOK_DESK = """
 [helpdesk]
 kind = "webhook"
 url = "{url}"
 id_path = "id"
 timeout = "2s"
-"""
-
-BUILTIN_DESK = """
-[helpdesk]
-kind = "builtin"
-contact = "{helpdesk}"
-
-[notify]
-helpdesk = ["{helpdesk}"]
-users = ["{users}"]
 """
 
 SMTP = """
@@ -87,11 +83,12 @@ class Rig:
         )
         self.config.write_text(daemon_head(self.state, self.metrics_port) + desk + extra + probes)
 
-    def start(self) -> None:
-        for service in self.sites.values():
-            service.start()
-        self.daemon.start()
-        self.wait(lambda: all(self.up(name) for name in self.probed), 10, "every site seen up")
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """The sites and the daemon running, every site seen up; stopped on the way out."""
+        with self.daemon.running(*self.sites.values()):
+            self.wait(lambda: all(self.up(name) for name in self.probed), 10, "every site seen up")
+            yield
 
     def up(self, site: str) -> bool:
         return self.value(f'forewarn_http_up{{probe="{site}"') == 1.0
@@ -102,14 +99,14 @@ class Rig:
         assert health.status_code == 200 and "outbox" in health.json(), health.text
         text = self.daemon.metrics()
         assert text is not None, f"/metrics did not answer: {self.daemon.log()}"
-        self.depths.append(_value(text, "forewarn_outbox_depth") or 0.0)
+        self.depths.append(metric_value(text, "forewarn_outbox_depth") or 0.0)
         return text
 
     def depth(self) -> float | None:
         return self.depths[-1] if self.serving() else None
 
     def value(self, line_start: str) -> float | None:
-        return _value(self.serving(), line_start)
+        return metric_value(self.serving(), line_start)
 
     def full_log(self) -> str:
         return self.daemon.log_path.read_text(errors="replace")
@@ -128,19 +125,6 @@ class Rig:
     def hangup(self) -> None:
         assert self.daemon.proc is not None
         self.daemon.proc.send_signal(signal.SIGHUP)
-
-    def stop(self) -> None:
-        code = self.daemon.stop()
-        for service in self.sites.values():
-            service.stop()
-        assert code == 0, self.daemon.log()
-
-
-def _value(metrics: str, line_start: str) -> float | None:
-    for line in metrics.splitlines():
-        if line.startswith(line_start):
-            return float(line.split()[-1])
-    return None
 
 
 @pytest.fixture
@@ -183,8 +167,7 @@ def test_helpdesk_refusing_then_503_loses_and_duplicates_no_ticket_operation(
 ) -> None:
     rig = Rig(tmp_path, "alpha", "beta")
     rig.write(WEBHOOK_DESK.format(url=desk.url))
-    rig.start()  # the desk is not started: connections to it are refused
-    try:
+    with rig.running():  # the desk is not started: connections to it are refused
         rig.sites["alpha"].stop()
         rig.wait_log("webhook create POST http://127.0.0.1", timeout=10)
         assert "connection refused" in rig.full_log()
@@ -209,8 +192,6 @@ def test_helpdesk_refusing_then_503_loses_and_duplicates_no_ticket_operation(
         retried = rig.value('forewarn_deliveries_total{op="ticket.create",result="retry"}')
         assert retried is not None and retried >= 3, retried
         assert rig.value('forewarn_outbox_dead') == 0.0
-    finally:
-        rig.stop()
 
 
 # --- 2. the mail server down, then silent, then back --------------------------------------
@@ -223,10 +204,9 @@ def _mails(smtp: SmtpTestServer, to: str, words: str) -> list[ReceivedMail]:
 def test_mail_server_refusing_then_silent_delivers_each_mail_once(tmp_path: Path) -> None:
     with SmtpTestServer() as smtp:
         rig = Rig(tmp_path, "alpha")
-        rig.write(BUILTIN_DESK.format(helpdesk=HELPDESK, users=USERS) + SMTP.format(port=smtp.port))
-        rig.start()
-        tickets = BuiltinTickets(str(rig.state / "forewarn.db"))
-        try:
+        rig.write(builtin_desk() + SMTP.format(port=smtp.port))
+        with rig.running():
+            tickets = BuiltinTickets(str(rig.state / "forewarn.db"))
             smtp.stop()
             rig.sites["alpha"].stop()
 
@@ -245,8 +225,6 @@ def test_mail_server_refusing_then_silent_delivers_each_mail_once(tmp_path: Path
             rig.wait(lambda: len(smtp.received) >= 4, 25, "the four mails")
             rig.wait(lambda: rig.depth() == 0, 5, "an empty outbox")
             time.sleep(1.5)  # a few more dispatcher passes: nothing may be sent again
-        finally:
-            rig.stop()
         ids = [m.message["Message-ID"] for m in smtp.received]
         assert len(ids) == len(set(ids)) == 4, [str(m.message["Subject"]) for m in smtp.received]
         for to, words in [(HELPDESK, "CRITICAL alpha_down"), (HELPDESK, "RESOLVED alpha_down"),
@@ -293,8 +271,7 @@ def test_a_hung_probe_times_out_and_holds_up_nothing(tmp_path: Path) -> None:
         rig = Rig(tmp_path, "alpha")
         rig.write('[helpdesk]\nkind = "builtin"\n',
                   extra=HUNG_PROBES.format(silent_port=silent_port))
-        rig.start()
-        try:
+        with rig.running():
             assert rig.daemon.proc is not None
             daemon = psutil.Process(rig.daemon.proc.pid)
             rig.wait(lambda: rig.value('forewarn_command_status{probe="stuck_plugin"') == 3.0,
@@ -317,8 +294,6 @@ def test_a_hung_probe_times_out_and_holds_up_nothing(tmp_path: Path) -> None:
                 assert count >= 3 and 0.9 <= mean < 2.0, (probe, count, mean)
             assert daemon.num_threads() <= threads + 2, (threads, daemon.num_threads())
             assert "still hung" not in rig.full_log()  # the probes bound their own runs
-        finally:
-            rig.stop()
         assert not [pid for pid in every if psutil.pid_exists(pid)], every
 
 
@@ -340,8 +315,7 @@ def test_refused_reload_during_an_outage_loses_and_duplicates_nothing(
     rig.daemon.env = {"NOTIFY_SOCKET": listener.path}
     rig.write(WEBHOOK_DESK.format(url=desk.url), sites=("alpha", "beta"))
     desk.start()
-    try:
-        rig.start()
+    with contextlib.closing(listener), rig.running():
         rig.sites["alpha"].stop()
         rig.wait(lambda: [h.event for h in desk.accepted()] == ["create"], 10, "alpha's ticket")
         desk.stop()  # from here the outbox keeps what is due
@@ -375,9 +349,6 @@ def test_refused_reload_during_an_outage_loses_and_duplicates_nothing(
         time.sleep(1.5)  # a few more dispatcher passes: nothing may be sent again
         _assert_once_each(desk, [["create", "resolve"], ["create", "resolve"]])
         assert rig.value("forewarn_incidents_open") == 0.0
-    finally:
-        rig.stop()
-        listener.close()
 
 
 def _refusals(listener: NotifyListener) -> list[str]:

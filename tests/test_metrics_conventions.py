@@ -18,8 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemon_process import DaemonProcess, daemon_head, wait_until
-from http_service import HttpService, free_port
+from daemon_process import ServiceRig, http_down, wait_until
 from prometheus_client import generate_latest
 
 from monitor.metrics import Metrics, metric_name
@@ -34,15 +33,7 @@ needs_promtool = pytest.mark.skipif(
 CONFIG = """
 [helpdesk]
 kind = "builtin"
-
-[[probe]]
-name = "intranet"
-kind = "http"
-interval = "1s"
-timeout = "1s"
-jitter = "0s"
-url = "{url}"
-
+{intranet}
 [[probe]]
 name = "applog"
 kind = "logfile"
@@ -67,14 +58,9 @@ name = "plugin"
 kind = "command"
 interval = "1s"
 command = ["{python}", "-c", "print('OK | time=0.5s;1;2;0 size=10KB')"]
-
-[[rule]]
-name = "intranet_down"
-probe = "intranet"
-metric = "http_up"
-condition = "value == 0"
-summary = "The intranet is not answering"
 """
+
+INTRANET_DOWN = 'summary = "The intranet is not answering"\n'
 
 
 def promtool_check(text: str) -> subprocess.CompletedProcess[str]:
@@ -90,19 +76,16 @@ def family_type(text: str, name: str) -> str | None:
     return found.group(1) if found else None
 
 
-class Rig:
+class Rig(ServiceRig):
     def __init__(self, tmp: Path) -> None:
-        self.service = HttpService()
-        self.state = tmp / "state"
         log = tmp / "app.log"
         log.write_text("INFO start\nERROR disk quota\n")
-        port = free_port()
-        config = tmp / "config.toml"
-        config.write_text(
-            daemon_head(self.state, port)
-            + CONFIG.format(url=self.service.url, log=log, python=sys.executable)
-        )
-        self.daemon = DaemonProcess(config, tmp / "daemon.log", port)
+
+        def config(url: str) -> str:
+            intranet = http_down("intranet", url, INTRANET_DOWN)
+            return CONFIG.format(intranet=intranet, log=log, python=sys.executable)
+
+        super().__init__(tmp, config)
 
     def tickets(self) -> list[object]:
         if not (self.state / "forewarn.db").exists():
@@ -115,14 +98,8 @@ class Rig:
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[Rig]:
-    rig = Rig(tmp_path)
-    rig.service.start()
-    try:
+    with Rig(tmp_path).running() as rig:
         yield rig
-    finally:
-        code = rig.daemon.stop()
-        rig.service.stop()
-        assert code == 0, rig.daemon.log()
 
 
 @pytest.mark.slow

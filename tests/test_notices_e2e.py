@@ -8,14 +8,12 @@ made itself: a first real outage, then a second one whose notices carry the esti
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemon_process import DaemonProcess, daemon_head, http_down, wait_until
-from http_service import HttpService, free_port
+from daemon_process import ServiceRig, http_down, wait_until
 from smtp_server import ReceivedMail, SmtpTestServer
 
 pytestmark = pytest.mark.slow
@@ -73,17 +71,15 @@ def audiences() -> str:
     return "".join([*own, other])
 
 
-class Rig:
+def daemon_config(url: str) -> str:
+    """The notices, the intranet's probe and rule for the intranet at `url`, the audiences."""
+    return CONFIG + http_down("intranet", url, INTRANET_DOWN) + audiences()
+
+
+class Rig(ServiceRig):
     def __init__(self, tmp: Path, smtp: SmtpTestServer) -> None:
-        self.service = HttpService()
+        super().__init__(tmp, daemon_config, smtp_port=smtp.port, reopen_within="1s")
         self.smtp = smtp
-        self.state = tmp / "state"
-        metrics_port = free_port()
-        config = tmp / "config.toml"
-        head = daemon_head(self.state, metrics_port, smtp_port=smtp.port, reopen_within="1s")
-        intranet = http_down("intranet", self.service.url, INTRANET_DOWN)
-        config.write_text(head + CONFIG + intranet + audiences())
-        self.daemon = DaemonProcess(config, tmp / "daemon.log", metrics_port)
 
     def notices(self, to: str, kind: str) -> list[ReceivedMail]:
         return [m for m in self.smtp.received if to in m.rcpt_tos and _kind(m) == kind]
@@ -96,14 +92,6 @@ class Rig:
         )
         return found[count - 1]
 
-    def rows(self, sql: str) -> list[sqlite3.Row]:
-        conn = sqlite3.connect(f"file:{self.state / 'forewarn.db'}?mode=ro", uri=True)
-        conn.row_factory = sqlite3.Row
-        try:
-            return list(conn.execute(sql))
-        finally:
-            conn.close()
-
 
 def _kind(mail: ReceivedMail) -> str:
     return str(mail.message["X-Forewarn-Notice"] or "")
@@ -111,15 +99,8 @@ def _kind(mail: ReceivedMail) -> str:
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[Rig]:
-    with SmtpTestServer() as smtp:
-        rig = Rig(tmp_path, smtp)
-        rig.service.start()
-        try:
-            yield rig
-        finally:
-            code = rig.daemon.stop()
-            rig.service.stop()
-            assert code == 0, rig.daemon.log()
+    with SmtpTestServer() as smtp, Rig(tmp_path, smtp).running() as rig:
+        yield rig
 
 
 # Words each language's notices use, and English would not.

@@ -400,8 +400,8 @@ def test_a_window_without_incidents_says_so(rig: Rig) -> None:
 @pytest.mark.parametrize(
     ("since", "message"),
     [
-        ("30 days", "--since '30 days': give a duration back from now (30d, 12h) or a date"),
-        ("yesterday", "--since 'yesterday': give a duration back from now"),
+        ("30 days", "--since '30 days' is not a duration back from now (30d, 12h) or a date"),
+        ("yesterday", "--since 'yesterday' is not a duration back from now"),
         ("2999-01-01", "--since '2999-01-01' is in the future"),
         ("99999999w", "--since '99999999w' reaches back before the calendar"),
     ],

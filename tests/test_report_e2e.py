@@ -29,15 +29,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 import requests
 from cli_runner import forewarn
-from daemon_process import DaemonProcess, daemon_head, http_down, wait_until
-from http_service import HttpService, free_port
+from daemon_process import DaemonProcess, daemon_head, http_down, state_rows, wait_until
+from http_service import PROMETHEUS_TEXT, HttpService, QuietHandler, free_port
 from smtp_server import SmtpTestServer
 
 from monitor.report import fmt_duration, fmt_part
@@ -112,7 +111,7 @@ EXTRA = {
 }
 
 
-class Queues(BaseHTTPRequestHandler):
+class Queues(QuietHandler):
     """A Prometheus text endpoint with the queue depths the test sets."""
 
     depth: ClassVar[dict[str, float]] = {"a": 0.0, "b": 0.0}
@@ -121,15 +120,7 @@ class Queues(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         with self.lock:
             lines = [f'queue_depth{{queue="{q}"}} {v}' for q, v in self.depth.items()]
-        body = ("\n".join(lines) + "\n").encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; version=0.0.4")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+        self.reply(200, ("\n".join(lines) + "\n").encode(), PROMETHEUS_TEXT)
 
     @classmethod
     def set(cls, queue: str, value: float) -> None:
@@ -172,12 +163,7 @@ class Rig:
         self.daemon = DaemonProcess(self.config, tmp / "daemon.log", self.port)
 
     def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        conn = sqlite3.connect(f"file:{self.state / 'forewarn.db'}?mode=ro", uri=True)
-        conn.row_factory = sqlite3.Row
-        try:
-            return list(conn.execute(sql, params))
-        finally:
-            conn.close()
+        return state_rows(self.state, sql, params)
 
     def incident(self, rule: str) -> sqlite3.Row | None:
         found = self.rows("SELECT * FROM incident WHERE rule = ? ORDER BY id", (rule,))
@@ -214,16 +200,8 @@ class Rig:
 def rig(tmp_path: Path) -> Iterator[Rig]:
     with SmtpTestServer() as smtp:
         rig = Rig(tmp_path, smtp)
-        for service in (*rig.services.values(), rig.queues):
-            service.start()
-        rig.daemon.start()
-        try:
+        with rig.daemon.running(*rig.services.values(), rig.queues):
             yield rig
-        finally:
-            code = rig.daemon.stop()
-            for service in (*rig.services.values(), rig.queues):
-                service.stop()
-            assert code == 0, rig.daemon.log()
 
 
 # --- the script ---------------------------------------------------------------------------

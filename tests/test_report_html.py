@@ -6,13 +6,13 @@ Chromium and compared with the terminal report to the character.
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from chromium import launched, watch_problems
 from markupsafe import escape
 
 from monitor.report import headline, suggestion_text, text_report
@@ -281,32 +281,11 @@ def test_write_html_over_a_directory_removes_its_temporary_file(
 
 # --- in a real browser ---------------------------------------------------------------------------
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def chromium_or_skip() -> tuple[str, Callable[..., Any]]:
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.skip("chromium is missing: install the Debian package chromium")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package")
-    return chromium, sync_api.sync_playwright
-
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    chromium, sync_playwright = chromium_or_skip()
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
+    with launched() as chromium:
+        yield chromium
 
 
 class Visit:
@@ -316,12 +295,8 @@ class Visit:
         self.url = path.as_uri()
         scheme = "dark" if dark else "light"
         self.page = browser.new_page(viewport={"width": width, "height": 800}, color_scheme=scheme)
-        self.problems: list[str] = []
+        self.problems = watch_problems(self.page)
         self.fetched: list[str] = []
-        self.page.on(
-            "console", lambda m: self.problems.append(m.text) if m.type == "error" else None
-        )
-        self.page.on("pageerror", lambda exc: self.problems.append(str(exc)))
         self.page.on("request", lambda request: self.fetched.append(request.url))
         self.page.goto(self.url)
         self.page.wait_for_load_state("load")

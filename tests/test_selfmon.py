@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from comms_parts import HEAD, dispatcher, wire
+from comms_parts import HEAD, dispatcher, escalation, step, web_down, wire
 from smtp_server import ReceivedMail, SmtpTestServer, free_port
 
 from monitor.comms import comms_settings
@@ -40,24 +40,11 @@ MINUTE = 60.0
 WEB = {"url": "http://intranet/", "probe": "web"}
 Usage = namedtuple("Usage", "total used free")
 
-RULES = """
-[[probe]]
-name = "web"
-kind = "http"
-url = "http://127.0.0.1:9/"
-
-[[rule]]
-name = "web_down"
-probe = "web"
-metric = "http_up"
-condition = "value == 0"
-"""
-
 
 def config_text(state: Path, smtp_port: int, helpdesk: str, extra: str = "") -> str:
     head = HEAD.format(state=state).replace("port = 2525", f"port = {smtp_port}")
     head = head.replace('hostname = "web01"', f'hostname = "web01"\nadmins = ["{ADMIN}"]')
-    return head + helpdesk + RULES + extra
+    return head + helpdesk + web_down() + extra
 
 
 DOWN_HELPDESK = """
@@ -212,14 +199,7 @@ def test_a_nearly_full_state_directory_alerts_the_admin(
 def test_other_escalations_wait_for_the_ticket_only_a_while(
     tmp_path: Path, smtp: SmtpTestServer
 ) -> None:
-    extra = """
-[[escalation]]
-name = "default"
-
-[[escalation.step]]
-after = "0s"
-notify = ["tier1@example.com"]
-"""
+    extra = escalation("default") + step("0s", "tier1@example.com")
     helpdesk = DOWN_HELPDESK.format(port=free_port())
     rig = Rig(config_text(tmp_path / "state", smtp.port, helpdesk, extra))
     rig.web_down()

@@ -8,20 +8,18 @@ Time is passed as `now` everywhere except in the daemon test, which runs the rea
 from __future__ import annotations
 
 import json
-import shutil
 import socket
-import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from daemon_process import DaemonProcess, daemon_head, wait_until
-from http_service import free_port
+from chromium import launched, watch_problems
+from daemon_process import ServiceRig, http_down, wait_until
+from http_service import text_handler
 
 from monitor.comms_config import (
     CommsConfig,
@@ -618,39 +616,17 @@ def test_requests_are_logged_at_debug_level_not_on_stderr(
 
 # --- the page of a real daemon, in a real browser ------------------------------------------------
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+# The keys of intranet_down beyond those of http_down, and of its probe: a word the page lacks.
+INTRANET_DOWN = """severity = "critical"
+service = "intranet"
+notify_users = true
+"""
+WANTED = 'body_regex = "Welcome"\n'
 
 DAEMON_CONFIG = """
 [helpdesk]
 kind = "builtin"
-
-[[probe]]
-name = "intranet"
-kind = "http"
-interval = "1s"
-timeout = "1s"
-jitter = "0s"
-url = "{url}"
-body_regex = "Welcome"
-
-[[rule]]
-name = "intranet_down"
-probe = "intranet"
-metric = "http_up"
-condition = "value == 0"
-severity = "critical"
-service = "intranet"
-notify_users = true
-
+{intranet}
 [[service]]
 name = "intranet"
 title = "Intranet"
@@ -661,49 +637,21 @@ title = "ACME service status"
 """
 
 
-class _HostileHandler(BaseHTTPRequestHandler):
-    """A service that answers, but not what the probe expects: a script instead."""
+# A service that answers, but not what the probe expects: a script instead.
+HOSTILE_PAGE = f"<html><body>{PROBE_OUTPUT}</body></html>".encode()
 
-    def do_GET(self) -> None:
-        body = f"<html><body>{PROBE_OUTPUT}</body></html>".encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+def daemon_config(url: str) -> str:
+    intranet = http_down("intranet", url, INTRANET_DOWN, probe_keys=WANTED)
+    return DAEMON_CONFIG.format(intranet=intranet)
 
 
 @pytest.fixture
-def hostile_service() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _HostileHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture
-def daemon(tmp_path: Path, hostile_service: str) -> Iterator[str]:
-    port = free_port()
-    config = tmp_path / "config.toml"
-    state = tmp_path / "state"
-    config.write_text(daemon_head(state, port) + DAEMON_CONFIG.format(url=hostile_service))
-    process = DaemonProcess(config, tmp_path / "daemon.log", port)
-    process.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        assert process.stop() == 0, process.log()
-
-
-def chromium_or_skip() -> Callable[..., Any]:
-    if shutil.which(CHROMIUM) is None:
-        pytest.skip(f"{CHROMIUM} is missing: install the Debian package chromium")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package")
-    return sync_api.sync_playwright  # type: ignore[no-any-return]
+def daemon(tmp_path: Path) -> Iterator[str]:
+    """The daemon's base URL; the service it watches answers HOSTILE_PAGE."""
+    hostile = text_handler(lambda: HOSTILE_PAGE, "text/html; charset=utf-8")
+    with ServiceRig(tmp_path, daemon_config, handler=hostile).running(start=True) as rig:
+        yield f"http://127.0.0.1:{rig.daemon.metrics_port}"
 
 
 @pytest.mark.slow
@@ -711,34 +659,26 @@ def chromium_or_skip() -> Callable[..., Any]:
 def test_a_real_browser_shows_the_incident_and_runs_none_of_the_probe_output(
     daemon: str, tmp_path: Path
 ) -> None:
-    sync_playwright = chromium_or_skip()
-
     def incident_listed() -> list[Any] | None:
         return requests.get(f"{daemon}/status.json", timeout=5).json()["incidents"] or None
 
     [incident] = wait_until(incident_listed, 20, "the incident on /status.json")
     assert PROBE_OUTPUT in incident["summary"]  # the hostile text did reach the page's data
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 375, "height": 812})
-            problems: list[str] = []
-            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda exc: problems.append(str(exc)))
-            answer = page.goto(f"{daemon}/status")
-            assert answer is not None and answer.status == 200
+    with launched() as browser:
+        page = browser.new_page(viewport={"width": 375, "height": 812})
+        problems = watch_problems(page)
+        answer = page.goto(f"{daemon}/status")
+        assert answer is not None and answer.status == 200
 
-            assert page.get_by_role("heading", name="ACME service status").is_visible()
-            assert page.get_by_role("heading", name="Intranet is unavailable").is_visible()
-            assert page.get_by_text("Major outage").first.is_visible()
-            page.get_by_text("Technical details").click()  # opens the <details>
-            assert page.get_by_text(PROBE_OUTPUT).is_visible()  # shown as text
-            assert page.evaluate("typeof window.__pwned") == "undefined"
-            assert page.locator("script").count() == 0
-            width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
-            assert width[0] <= width[1], f"horizontal scroll on a phone: {width}"
-            page.screenshot(path=str(tmp_path / "status-375.png"), full_page=True)
-            assert problems == []
-        finally:
-            browser.close()
+        assert page.get_by_role("heading", name="ACME service status").is_visible()
+        assert page.get_by_role("heading", name="Intranet is unavailable").is_visible()
+        assert page.get_by_text("Major outage").first.is_visible()
+        page.get_by_text("Technical details").click()  # opens the <details>
+        assert page.get_by_text(PROBE_OUTPUT).is_visible()  # shown as text
+        assert page.evaluate("typeof window.__pwned") == "undefined"
+        assert page.locator("script").count() == 0
+        width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        assert width[0] <= width[1], f"horizontal scroll on a phone: {width}"
+        page.screenshot(path=str(tmp_path / "status-375.png"), full_page=True)
+        assert problems == []

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from comms_parts import HEAD, Parts, wire
+from comms_parts import HEAD, Parts, web_down, wire
 from redmine_server import RedmineServer, redmine_server  # noqa: F401
 
 from monitor.config import parse_config
@@ -25,21 +25,7 @@ from notifiers.render import Renderer
 from probes.base import Sample
 
 T0 = 1_800_000_000.0
-CONFIG = (
-    HEAD
-    + """
-[[probe]]
-name = "web"
-kind = "http"
-url = "http://127.0.0.1:9/"
-
-[[rule]]
-name = "web_down"
-probe = "web"
-metric = "http_up"
-condition = "value == 0"
-"""
-)
+CONFIG = HEAD + web_down()
 
 
 @dataclass
